@@ -1,0 +1,1 @@
+//! MCP-over-xDS server feeding istiod.

@@ -1,0 +1,1 @@
+//! Envoy dynamic module hosting htnn plugins.

@@ -1,0 +1,1 @@
+//! Host-agnostic plugin API, filter manager and plugins.

@@ -1,0 +1,1 @@
+//! Service registries (Nacos, Consul) that emit ServiceEntries. Not implemented yet.

@@ -1,0 +1,1 @@
+//! Pure translation from an index snapshot to istio objects (see ARCHITECTURE.md).
