@@ -18,7 +18,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 fn escape(segment: &str) -> String {
     match segment {
-        "type" | "match" | "ref" | "mod" | "use" | "struct" | "enum" | "fn" | "in" => format!("r#{segment}"),
+        "type" | "match" | "ref" | "mod" | "use" | "struct" | "enum" | "fn" | "in" => {
+            format!("r#{segment}")
+        }
         other => other.to_string(),
     }
 }

@@ -9,5 +9,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 
+pub mod spec;
+
 /// The compiled `FileDescriptorSet` of every message in this crate.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
