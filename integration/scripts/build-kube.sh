@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from their Go modules into $CACHE_DIR/bin (idempotent).
+#
+# Neither project can be `go install`ed at a version: k8s.io/kubernetes replaces its staging
+# modules with local paths and etcd's server module replaces its siblings. Replaces are only
+# honoured in the main module, so each is built from a small wrapper module of our own that
+# points the staging modules at their published versions.
+set -euo pipefail
+
+: "${KUBE_VERSION:?KUBE_VERSION (e.g. v1.37.2) is required}"
+: "${ETCD_VERSION:?ETCD_VERSION (e.g. v3.6.16) is required}"
+: "${CACHE_DIR:?CACHE_DIR is required}"
+bin="$CACHE_DIR/bin"
+mkdir -p "$bin"
+export GOFLAGS=-mod=mod
+
+if ! "$bin/kube-apiserver" --version 2>/dev/null | grep -q "${KUBE_VERSION}"; then
+  staging="v0.${KUBE_VERSION#v1.}"
+  src="$CACHE_DIR/kube-apiserver-src"
+  rm -rf "$src" && mkdir -p "$src" && cd "$src"
+  go mod init htnn.local/kube-apiserver-build >/dev/null 2>&1
+  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
+  for m in $(sed -n 's#^\s*\(k8s.io/[A-Za-z0-9._-]*\) => \./staging/.*#\1#p' "$gomod"); do
+    go mod edit -replace "$m=$m@$staging"
+  done
+  go get "k8s.io/kubernetes@${KUBE_VERSION}"
+  echo "building kube-apiserver ${KUBE_VERSION} (slow on the first run)"
+  go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+fi
+
+if ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
+  src="$CACHE_DIR/etcd-src"
+  rm -rf "$src" && mkdir -p "$src" && cd "$src"
+  go mod init htnn.local/etcd-build >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
+  echo "building etcd ${ETCD_VERSION}"
+  go build -o "$bin/etcd" go.etcd.io/etcd/server/v3
+fi
+
+"$bin/kube-apiserver" --version
+"$bin/etcd" --version | head -1

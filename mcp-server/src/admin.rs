@@ -1,0 +1,82 @@
+//! Admin HTTP server: health, readiness, Prometheus metrics and debug views.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+pub type ConnectionsView = Box<dyn Fn() -> Value + Send + Sync>;
+
+pub struct AdminState {
+    /// Set once the initial load completed and the first snapshot is published.
+    pub ready: AtomicBool,
+    pub registry: Registry,
+    /// What `/debug/snapshot` shows; replaced on every publish.
+    pub snapshot_view: RwLock<Value>,
+    pub connections_view: ConnectionsView,
+}
+
+impl AdminState {
+    pub fn set_snapshot_view(&self, view: Value) {
+        *self
+            .snapshot_view
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/snapshot", get(snapshot))
+        .route("/debug/connections", get(connections))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "initial load not complete\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn snapshot(State(s): State<Arc<AdminState>>) -> Response {
+    let view = s
+        .snapshot_view
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    axum::Json(view).into_response()
+}
+
+async fn connections(State(s): State<Arc<AdminState>>) -> Response {
+    axum::Json((s.connections_view)()).into_response()
+}

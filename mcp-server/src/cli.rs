@@ -1,0 +1,101 @@
+//! Command line of the `htnn` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// htnn: API-gateway plugins for stock istio gateways.
+///
+/// `htnn serve` is an MCP-over-xDS config source for an unmodified istiod
+/// (meshConfig.configSources: [{address: "xds://<host>:15051"}]). It serves your istio objects
+/// exactly as written, plus the config generated from HTNN resources (htnn.mosn.io/v1).
+#[derive(Debug, Parser)]
+#[command(name = "htnn", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve istiod over MCP from a directory of YAML/JSON files.
+    Serve(ServeArgs),
+    /// Load a directory like `serve` would and report every invalid object; exits 1 if any.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of Kubernetes-style YAML/JSON files (multi-document) holding istio and HTNN
+    /// objects. Watched: changes are applied after --debounce.
+    #[arg(long, env = "HTNN_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Address of the MCP/ADS gRPC server istiod connects to.
+    #[arg(long, env = "HTNN_XDS_ADDR", default_value = "127.0.0.1:15051")]
+    pub xds_addr: SocketAddr,
+
+    /// Address of the admin HTTP server: /healthz, /readyz, /metrics, /debug/snapshot,
+    /// /debug/connections.
+    #[arg(long, env = "HTNN_ADMIN_ADDR", default_value = "127.0.0.1:15052")]
+    pub admin_addr: SocketAddr,
+
+    /// Quiet period after a file change before the directory is reloaded.
+    #[arg(long, env = "HTNN_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Full rescan of the directory at this interval, in case a file event was missed
+    /// (e.g. on network filesystems).
+    #[arg(long, env = "HTNN_RESYNC_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub resync_period: Duration,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Directory to validate.
+    #[arg(short = 'f', long = "filename", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "HTNN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,htnn_mcp_server::xds=debug`.
+    #[arg(long, env = "HTNN_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Durations as `100ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let nanos = htnn_proto::spec::parse_go_duration(s)?;
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| format!("{s}: must not be negative"))
+}
+
+pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Builds the served [`Snapshot`] from the current objects: each istio object becomes an
+//! `istio.mcp.v1alpha1.Resource` with a content-hash version and a stable creation time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use htnn_proto::istio::mcp::v1alpha1::{Metadata, Resource};
+
+use crate::model::{Object, ObjectRef, Spec};
+use crate::snapshot::{ServedResource, Snapshot, TypeKey, TypeSnapshot};
+
+pub const RESOURCE_TYPE_URL: &str = "type.googleapis.com/istio.mcp.v1alpha1.Resource";
+
+/// Creation time of objects that carry no `metadata.creationTimestamp`:
+/// 2020-01-01T00:00:00Z. A constant (never the load time) so that it survives reloads and
+/// restarts; istio breaks ties between equal creation times by name, so such objects are
+/// ordered by name.
+pub const DEFAULT_CREATE_TIME: (i64, i32) = (1_577_836_800, 0);
+
+fn create_time(obj: &Object) -> (i64, i32) {
+    obj.meta
+        .creation_timestamp
+        .as_deref()
+        .and_then(|t| crate::time::parse_rfc3339(t).ok())
+        .unwrap_or(DEFAULT_CREATE_TIME)
+}
+
+/// Encodes one istio object as an MCP resource. Returns `None` for non-istio objects.
+pub fn to_resource(obj: &Object) -> Option<ServedResource> {
+    let Spec::Istio { proto, body, .. } = &obj.spec else {
+        return None;
+    };
+    let (seconds, nanos) = create_time(obj);
+    let mut metadata = Metadata {
+        name: format!("{}/{}", obj.id.namespace, obj.id.name),
+        create_time: Some(pbjson_types::Timestamp { seconds, nanos }),
+        version: String::new(),
+        labels: obj.meta.labels.clone(),
+        annotations: obj.meta.annotations.clone(),
+    };
+    let body = pbjson_types::Any {
+        type_url: format!("type.googleapis.com/{proto}"),
+        value: body.clone().into(),
+    };
+    // The version covers everything istiod stores, so it changes exactly when the content does.
+    let mut hasher = Sha256::new();
+    hasher.update(metadata.encode_to_vec());
+    hasher.update(body.encode_to_vec());
+    metadata.version = hex::encode(&hasher.finalize()[..8]);
+    let version = metadata.version.clone();
+    let resource = Resource {
+        metadata: Some(metadata),
+        body: Some(body),
+    };
+    Some(ServedResource {
+        name: format!("{}/{}", obj.id.namespace, obj.id.name),
+        version,
+        resource: Any {
+            type_url: RESOURCE_TYPE_URL.to_string(),
+            value: resource.encode_to_vec(),
+        },
+    })
+}
+
+/// The snapshot for a set of objects.
+pub fn build(objects: &BTreeMap<ObjectRef, Object>) -> Snapshot {
+    let mut by_type: BTreeMap<TypeKey, Vec<ServedResource>> = BTreeMap::new();
+    for obj in objects.values() {
+        if let Some(r) = to_resource(obj) {
+            by_type
+                .entry(TypeKey::new(&obj.id.group, &obj.id.kind))
+                .or_default()
+                .push(r);
+        }
+    }
+    Snapshot {
+        types: by_type
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(TypeSnapshot::new(v))))
+            .collect(),
+    }
+}
+
+/// The JSON shown at `/debug/snapshot`: per type, what is served and the parsed spec.
+pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Object>) -> Value {
+    let mut types = serde_json::Map::new();
+    for (key, t) in &snapshot.types {
+        let resources: Vec<Value> = t
+            .resources
+            .iter()
+            .map(|r| {
+                let (ns, name) = r.name.split_once('/').unwrap_or(("", &r.name));
+                let id = ObjectRef {
+                    group: key.group.clone(),
+                    kind: key.kind.clone(),
+                    namespace: ns.into(),
+                    name: name.into(),
+                };
+                let obj = objects.get(&id);
+                json!({
+                    "name": r.name,
+                    "version": r.version,
+                    "labels": obj.map(|o| &o.meta.labels),
+                    "annotations": obj.map(|o| &o.meta.annotations),
+                    "creationTimestamp": obj.and_then(|o| o.meta.creation_timestamp.clone()),
+                    "spec": obj.map(|o| o.spec_json().clone()),
+                })
+            })
+            .collect();
+        types.insert(
+            key.to_string(),
+            json!({"version": t.version, "resources": resources}),
+        );
+    }
+    json!({"version": snapshot.version(), "types": types})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::parse::parse_file;
+
+    fn objects(yaml: &str) -> BTreeMap<ObjectRef, Object> {
+        parse_file(yaml, false)
+            .into_iter()
+            .map(|o| o.unwrap())
+            .map(|o| (o.id.clone(), o))
+            .collect()
+    }
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: ns, labels: {app: a}}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n";
+
+    fn decode(r: &ServedResource) -> Resource {
+        Resource::decode(r.resource.value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn resource_envelope_is_what_istiod_expects() {
+        let snap = build(&objects(VS));
+        let t = snap.get(&TypeKey::new("networking.istio.io", "VirtualService"));
+        assert_eq!(t.resources.len(), 1);
+        let r = decode(&t.resources[0]);
+        let m = r.metadata.unwrap();
+        assert_eq!(m.name, "ns/vs");
+        assert_eq!(m.labels["app"], "a");
+        assert_eq!(m.create_time.unwrap().seconds, DEFAULT_CREATE_TIME.0);
+        assert_eq!(
+            r.body.unwrap().type_url,
+            "type.googleapis.com/istio.networking.v1alpha3.VirtualService"
+        );
+        assert_eq!(t.resources[0].resource.type_url, RESOURCE_TYPE_URL);
+    }
+
+    #[test]
+    fn versions_follow_content_only() {
+        let a = build(&objects(VS));
+        let b = build(&objects(VS));
+        assert_eq!(a, b);
+        let c = build(&objects(&VS.replace("hosts: [a]", "hosts: [b]")));
+        let key = TypeKey::new("networking.istio.io", "VirtualService");
+        assert_ne!(a.get(&key).version, c.get(&key).version);
+        let d = build(&objects(&VS.replace("app: a", "app: b")));
+        assert_ne!(a.get(&key).version, d.get(&key).version);
+        let e = build(&objects(&VS.replace(
+            "labels: {app: a}",
+            "labels: {app: a}, creationTimestamp: '2024-01-01T00:00:00Z'",
+        )));
+        assert_eq!(
+            decode(&e.get(&key).resources[0])
+                .metadata
+                .unwrap()
+                .create_time
+                .unwrap()
+                .seconds,
+            1_704_067_200
+        );
+    }
+}

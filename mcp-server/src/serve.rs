@@ -1,0 +1,204 @@
+//! `htnn serve`: wires the directory source, snapshot publication, the MCP/ADS server and the
+//! admin server together.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use notify::Watcher;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::cli::ServeArgs;
+use crate::metrics::{Metrics, SourceLabel};
+use crate::publish;
+use crate::snapshot::Snapshot;
+use crate::source::LoadError;
+use crate::source::dir::DirSource;
+use crate::xds;
+
+pub type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::cli::init_logging(&args.log)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        config_dir,
+        xds_addr,
+        admin_addr,
+        debounce,
+        resync_period,
+        log: _,
+    } = args;
+    if !config_dir.is_dir() {
+        anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
+    }
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    let (tx, rx) = watch::channel(None);
+    let connections = xds::server::Connections::default();
+    let admin_state = Arc::new(AdminState {
+        ready: false.into(),
+        registry,
+        snapshot_view: RwLock::new(serde_json::json!({"ready": false})),
+        connections_view: {
+            let c = connections.clone();
+            Box::new(move || c.to_json())
+        },
+    });
+
+    let xds_listener = tokio::net::TcpListener::bind(xds_addr)
+        .await
+        .with_context(|| format!("binding --xds-addr {xds_addr}"))?;
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {admin_addr}"))?;
+    info!(xds = %xds_addr, admin = %admin_addr, dir = %config_dir.display(), "htnn serve starting");
+
+    // The source runs on its own thread: file I/O and parsing are blocking and bursty.
+    let source = DirSource::new(&config_dir);
+    let watcher_state = admin_state.clone();
+    let watcher_metrics = metrics.clone();
+    std::thread::Builder::new()
+        .name("htnn-dir-source".into())
+        .spawn(move || {
+            watch_dir(
+                source,
+                tx,
+                watcher_state,
+                watcher_metrics,
+                debounce,
+                resync_period,
+            )
+        })?;
+
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        info!("shutting down");
+    };
+    let admin = axum::serve(admin_listener, admin::router(admin_state));
+    tokio::select! {
+        r = xds::server::serve_with_shutdown(xds_listener, rx, metrics, connections, shutdown) => r.context("MCP/ADS server")?,
+        r = admin => r.context("admin server")?,
+    }
+    Ok(())
+}
+
+/// Loads the directory, publishes, then reloads on every (debounced) change. Never returns
+/// unless the publication channel closes.
+fn watch_dir(
+    mut source: DirSource,
+    tx: SnapshotTx,
+    admin: Arc<AdminState>,
+    metrics: Arc<Metrics>,
+    debounce: std::time::Duration,
+    resync: std::time::Duration,
+) {
+    let (events_tx, events) = std::sync::mpsc::channel();
+    let _watcher = match notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        let _ = events_tx.send(e.is_ok());
+    }) {
+        Ok(mut w) => match w.watch(source.dir(), notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config directory; relying on the periodic rescan");
+                None
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "no file watcher; relying on the periodic rescan");
+            None
+        }
+    };
+    let mut known_errors = BTreeSet::new();
+    loop {
+        publish_once(&mut source, &tx, &admin, &metrics, &mut known_errors);
+        if tx.is_closed() {
+            return;
+        }
+        match events.recv_timeout(resync) {
+            Ok(_) => while events.recv_timeout(debounce).is_ok() {},
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(resync),
+        }
+    }
+}
+
+fn publish_once(
+    source: &mut DirSource,
+    tx: &SnapshotTx,
+    admin: &AdminState,
+    metrics: &Metrics,
+    known_errors: &mut BTreeSet<LoadError>,
+) {
+    let view = match source.reload() {
+        Ok(v) => v,
+        Err(e) => {
+            error!(dir = %source.dir().display(), error = %e, "cannot list the config directory; keeping the last state");
+            metrics
+                .load_errors
+                .get_or_create(&SourceLabel {
+                    source: "dir".into(),
+                })
+                .inc();
+            return;
+        }
+    };
+    // Log each error once, when it appears, not on every reload.
+    let current: BTreeSet<LoadError> = view.errors.iter().cloned().collect();
+    for e in current.difference(known_errors) {
+        error!(file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
+            "invalid config; the object's last good state (if any) keeps serving");
+        metrics
+            .load_errors
+            .get_or_create(&SourceLabel {
+                source: "dir".into(),
+            })
+            .inc();
+    }
+    for e in known_errors.difference(&current) {
+        info!(file = %e.file, object = ?e.object, "config error resolved");
+    }
+    *known_errors = current;
+    metrics.invalid_objects.set(known_errors.len() as i64);
+
+    let snapshot = publish::build(&view.objects);
+    let changed = tx.borrow().as_deref() != Some(&snapshot);
+    if changed {
+        let version = snapshot.version();
+        let mut debug = publish::debug_view(&snapshot, &view.objects);
+        debug["errors"] = serde_json::to_value(&view.errors).unwrap_or_default();
+        admin.set_snapshot_view(debug);
+        metrics.set_snapshot_version(&version);
+        info!(version = %version, objects = view.objects.len(), errors = view.errors.len(), "publishing snapshot");
+        tx.send_replace(Some(Arc::new(snapshot)));
+    } else {
+        let mut debug = admin
+            .snapshot_view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        debug["errors"] = serde_json::to_value(&view.errors).unwrap_or_default();
+        admin.set_snapshot_view(debug);
+    }
+    if !admin.ready.swap(true, Ordering::AcqRel) {
+        info!("initial load complete; serving");
+    }
+}
