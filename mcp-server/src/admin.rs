@@ -19,10 +19,16 @@ pub struct AdminState {
     pub registry: Registry,
     /// What `/debug/snapshot` shows; replaced on every publish.
     pub snapshot_view: RwLock<Value>,
+    /// What `/debug/status` shows: the status of every HTNN object.
+    pub status_view: RwLock<Value>,
     pub connections_view: ConnectionsView,
 }
 
 impl AdminState {
+    pub fn set_status_view(&self, view: Value) {
+        *self.status_view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
     pub fn set_snapshot_view(&self, view: Value) {
         *self
             .snapshot_view
@@ -38,6 +44,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/snapshot", get(snapshot))
         .route("/debug/connections", get(connections))
+        .route("/debug/status", get(status))
         .with_state(state)
 }
 
@@ -79,4 +86,13 @@ async fn snapshot(State(s): State<Arc<AdminState>>) -> Response {
 
 async fn connections(State(s): State<Arc<AdminState>>) -> Response {
     axum::Json((s.connections_view)()).into_response()
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let view = s
+        .status_view
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    axum::Json(view).into_response()
 }

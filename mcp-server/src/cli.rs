@@ -24,6 +24,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load a directory like `serve` would and report every invalid object; exits 1 if any.
     Validate(ValidateArgs),
+    /// Print, as YAML, the istio objects `serve` would generate or change for a directory,
+    /// and the status of every HTNN object.
+    Translate(TranslateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,8 +54,28 @@ pub struct ServeArgs {
     #[arg(long, env = "HTNN_RESYNC_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub resync_period: Duration,
 
+    /// istio's meshConfig.rootNamespace. Generated EnvoyFilters are placed there so that they
+    /// reach gateways in every namespace.
+    #[arg(long, env = "HTNN_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// Directory to translate.
+    #[arg(short = 'f', long = "filename", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// istio's meshConfig.rootNamespace.
+    #[arg(long, env = "HTNN_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+
+    /// Print every served object, not only those translation generated or changed.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

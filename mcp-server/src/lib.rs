@@ -5,7 +5,7 @@
 //! Layers: `source` (files → objects) → `publish` (objects → [`snapshot::Snapshot`]) →
 //! `xds` (snapshot → istiod over MCP). `admin` exposes health, metrics and debug views.
 
-pub use htnn_translators::{kinds, model};
+pub use htnn_translators::{kinds, model, time};
 
 pub mod admin;
 pub mod cli;
@@ -14,6 +14,5 @@ pub mod publish;
 pub mod serve;
 pub mod snapshot;
 pub mod source;
-pub mod time;
 pub mod validate;
 pub mod xds;

@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => htnn_mcp_server::serve::run(args),
         Command::Validate(args) => htnn_mcp_server::validate::run(args),
+        Command::Translate(args) => htnn_mcp_server::validate::translate(args),
     };
     match result {
         Ok(code) => code,

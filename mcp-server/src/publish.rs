@@ -13,14 +13,9 @@ use htnn_proto::istio::mcp::v1alpha1::{Metadata, Resource};
 
 use crate::model::{Object, ObjectRef, Spec};
 use crate::snapshot::{ServedResource, Snapshot, TypeKey, TypeSnapshot};
+use crate::time::DEFAULT_CREATE_TIME;
 
 pub const RESOURCE_TYPE_URL: &str = "type.googleapis.com/istio.mcp.v1alpha1.Resource";
-
-/// Creation time of objects that carry no `metadata.creationTimestamp`:
-/// 2020-01-01T00:00:00Z. A constant (never the load time) so that it survives reloads and
-/// restarts; istio breaks ties between equal creation times by name, so such objects are
-/// ordered by name.
-pub const DEFAULT_CREATE_TIME: (i64, i32) = (1_577_836_800, 0);
 
 fn create_time(obj: &Object) -> (i64, i32) {
     obj.meta
@@ -123,7 +118,7 @@ pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Object>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::parse::parse_file;
+    use htnn_translators::parse::parse_file;
 
     fn objects(yaml: &str) -> BTreeMap<ObjectRef, Object> {
         parse_file(yaml, false)

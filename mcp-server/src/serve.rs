@@ -1,11 +1,12 @@
 //! `htnn serve`: wires the directory source, snapshot publication, the MCP/ADS server and the
 //! admin server together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use notify::Watcher;
@@ -16,11 +17,13 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
 use crate::metrics::{Metrics, SourceLabel};
+use crate::model::ObjectRef;
 use crate::publish;
 use crate::snapshot::Snapshot;
 use crate::source::LoadError;
-use crate::source::dir::DirSource;
+use crate::source::dir::{DirSource, DirView};
 use crate::xds;
+use htnn_translators::Status;
 
 pub type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -40,8 +43,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_addr,
         debounce,
         resync_period,
+        root_namespace,
         log: _,
     } = args;
+    let opts = htnn_translators::Options { root_namespace };
     if !config_dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
     }
@@ -55,6 +60,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ready: false.into(),
         registry,
         snapshot_view: RwLock::new(serde_json::json!({"ready": false})),
+        status_view: RwLock::new(serde_json::json!({})),
         connections_view: {
             let c = connections.clone();
             Box::new(move || c.to_json())
@@ -71,20 +77,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // The source runs on its own thread: file I/O and parsing are blocking and bursty.
     let source = DirSource::new(&config_dir);
-    let watcher_state = admin_state.clone();
-    let watcher_metrics = metrics.clone();
+    let mut publisher = Publisher {
+        tx,
+        admin: admin_state.clone(),
+        metrics: metrics.clone(),
+        opts,
+        errors: BTreeSet::new(),
+        statuses: BTreeMap::new(),
+    };
     std::thread::Builder::new()
         .name("htnn-dir-source".into())
-        .spawn(move || {
-            watch_dir(
-                source,
-                tx,
-                watcher_state,
-                watcher_metrics,
-                debounce,
-                resync_period,
-            )
-        })?;
+        .spawn(move || watch_dir(source, &mut publisher, debounce, resync_period))?;
 
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -101,15 +104,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the directory, publishes, then reloads on every (debounced) change. Never returns
-/// unless the publication channel closes.
-fn watch_dir(
-    mut source: DirSource,
+/// Turns each reload into a published snapshot, and reports what changed.
+struct Publisher {
     tx: SnapshotTx,
     admin: Arc<AdminState>,
     metrics: Arc<Metrics>,
-    debounce: std::time::Duration,
-    resync: std::time::Duration,
+    opts: htnn_translators::Options,
+    errors: BTreeSet<LoadError>,
+    statuses: BTreeMap<ObjectRef, Status>,
+}
+
+/// Loads the directory, publishes, then reloads on every (debounced) change. Returns when
+/// the publication channel closes.
+fn watch_dir(
+    mut source: DirSource,
+    publisher: &mut Publisher,
+    debounce: Duration,
+    resync: Duration,
 ) {
     let (events_tx, events) = std::sync::mpsc::channel();
     let _watcher = match notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
@@ -127,10 +138,21 @@ fn watch_dir(
             None
         }
     };
-    let mut known_errors = BTreeSet::new();
     loop {
-        publish_once(&mut source, &tx, &admin, &metrics, &mut known_errors);
-        if tx.is_closed() {
+        match source.reload() {
+            Ok(view) => publisher.publish(view),
+            Err(e) => {
+                error!(dir = %source.dir().display(), error = %e, "cannot list the config directory; keeping the last state");
+                publisher
+                    .metrics
+                    .load_errors
+                    .get_or_create(&SourceLabel {
+                        source: "dir".into(),
+                    })
+                    .inc();
+            }
+        }
+        if publisher.tx.is_closed() {
             return;
         }
         match events.recv_timeout(resync) {
@@ -141,64 +163,77 @@ fn watch_dir(
     }
 }
 
-fn publish_once(
-    source: &mut DirSource,
-    tx: &SnapshotTx,
-    admin: &AdminState,
-    metrics: &Metrics,
-    known_errors: &mut BTreeSet<LoadError>,
-) {
-    let view = match source.reload() {
-        Ok(v) => v,
-        Err(e) => {
-            error!(dir = %source.dir().display(), error = %e, "cannot list the config directory; keeping the last state");
+impl Publisher {
+    fn publish(&mut self, view: DirView) {
+        let Publisher {
+            tx,
+            admin,
+            metrics,
+            opts,
+            errors,
+            statuses,
+        } = self;
+        // Log each error once, when it appears, not on every reload.
+        let current: BTreeSet<LoadError> = view.errors.iter().cloned().collect();
+        for e in current.difference(errors) {
+            error!(file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
+                "invalid config; the object's last good state (if any) keeps serving");
             metrics
                 .load_errors
                 .get_or_create(&SourceLabel {
                     source: "dir".into(),
                 })
                 .inc();
-            return;
         }
-    };
-    // Log each error once, when it appears, not on every reload.
-    let current: BTreeSet<LoadError> = view.errors.iter().cloned().collect();
-    for e in current.difference(known_errors) {
-        error!(file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
-            "invalid config; the object's last good state (if any) keeps serving");
-        metrics
-            .load_errors
-            .get_or_create(&SourceLabel {
-                source: "dir".into(),
-            })
-            .inc();
-    }
-    for e in known_errors.difference(&current) {
-        info!(file = %e.file, object = ?e.object, "config error resolved");
-    }
-    *known_errors = current;
-    metrics.invalid_objects.set(known_errors.len() as i64);
+        for e in errors.difference(&current) {
+            info!(file = %e.file, object = ?e.object, "config error resolved");
+        }
+        *errors = current;
 
-    let snapshot = publish::build(&view.objects);
-    let changed = tx.borrow().as_deref() != Some(&snapshot);
-    if changed {
-        let version = snapshot.version();
-        let mut debug = publish::debug_view(&snapshot, &view.objects);
+        let output = htnn_translators::translate(&view.objects, opts);
+        for (id, status) in &output.statuses {
+            if statuses.get(id) != Some(status) {
+                if status.is_accepted() {
+                    info!(object = %id, "accepted");
+                } else {
+                    warn!(object = %id, reason = ?status.reason, message = %status.message, "not accepted");
+                }
+            }
+        }
+        *statuses = output.statuses.clone();
+        let rejected = statuses.values().filter(|s| !s.is_accepted()).count();
+        metrics
+            .invalid_objects
+            .set((errors.len() + rejected) as i64);
+        admin.set_status_view(status_json(statuses));
+
+        let snapshot = publish::build(&output.objects);
+        let mut debug = if tx.borrow().as_deref() != Some(&snapshot) {
+            let version = snapshot.version();
+            let debug = publish::debug_view(&snapshot, &output.objects);
+            metrics.set_snapshot_version(&version);
+            info!(version = %version, objects = output.objects.len(), errors = view.errors.len(), "publishing snapshot");
+            tx.send_replace(Some(Arc::new(snapshot)));
+            debug
+        } else {
+            admin
+                .snapshot_view
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
         debug["errors"] = serde_json::to_value(&view.errors).unwrap_or_default();
         admin.set_snapshot_view(debug);
-        metrics.set_snapshot_version(&version);
-        info!(version = %version, objects = view.objects.len(), errors = view.errors.len(), "publishing snapshot");
-        tx.send_replace(Some(Arc::new(snapshot)));
-    } else {
-        let mut debug = admin
-            .snapshot_view
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        debug["errors"] = serde_json::to_value(&view.errors).unwrap_or_default();
-        admin.set_snapshot_view(debug);
+        if !admin.ready.swap(true, Ordering::AcqRel) {
+            info!("initial load complete; serving");
+        }
     }
-    if !admin.ready.swap(true, Ordering::AcqRel) {
-        info!("initial load complete; serving");
+}
+
+fn status_json(statuses: &BTreeMap<ObjectRef, Status>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (id, s) in statuses {
+        out.insert(id.to_string(), serde_json::to_value(s).unwrap_or_default());
     }
+    serde_json::Value::Object(out)
 }

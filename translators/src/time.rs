@@ -1,5 +1,11 @@
 //! Minimal RFC 3339 parsing for `metadata.creationTimestamp` (no clock is ever read).
 
+/// Creation time of objects that carry no `metadata.creationTimestamp`:
+/// 2020-01-01T00:00:00Z. A constant (never the load time) so that it survives reloads and
+/// restarts; istio breaks ties between equal creation times by name, so such objects are
+/// ordered by name.
+pub const DEFAULT_CREATE_TIME: (i64, i32) = (1_577_836_800, 0);
+
 /// Seconds and nanoseconds since the Unix epoch.
 pub fn parse_rfc3339(s: &str) -> Result<(i64, i32), String> {
     let bad = || "expected an RFC 3339 time like 2024-05-01T10:00:00Z".to_string();

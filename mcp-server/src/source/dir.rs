@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::LoadError;
-use super::parse::parse_file;
 use crate::model::{Object, ObjectRef};
+use htnn_translators::parse::parse_file;
 
 #[derive(Default)]
 struct FileState {

@@ -1,7 +1,6 @@
 //! Sources of objects. Today: a directory of YAML/JSON files (the embedded default).
 
 pub mod dir;
-pub mod parse;
 
 use serde::Serialize;
 

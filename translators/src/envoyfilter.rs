@@ -1,0 +1,105 @@
+//! EnvoyFilters that carry the module and plugin configs to the gateways.
+//!
+//! Envoy-side configs are wrapped in `xds.type.v3.TypedStruct` so istiod validates only the
+//! wrapper and passes the content through to Envoy, which converts it with its own
+//! descriptors (istio-mcp.md §5.3).
+
+use serde_json::{Value, json};
+
+/// Name of the dynamic module (`libhtnn.so`) and of its HTTP filter in the chain.
+pub const MODULE: &str = "htnn";
+pub const MAIN_FILTER: &str = "htnn";
+/// The filter whose config carries every consumer (delivered by ECDS).
+pub const CONSUMER_FILTER: &str = "htnn.consumers";
+
+const FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+const PER_ROUTE_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
+
+fn typed_struct(type_url: &str, value: Value) -> Value {
+    json!({"@type": "type.googleapis.com/xds.type.v3.TypedStruct", "type_url": type_url, "value": value})
+}
+
+/// Module configs travel as a JSON string in a `google.protobuf.StringValue`, which Envoy hands
+/// to the module as raw bytes.
+fn string_value(config: &Value) -> Value {
+    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()})
+}
+
+pub fn filter_config(filter_name: &str, config: &Value) -> Value {
+    typed_struct(
+        FILTER_TYPE,
+        json!({
+            "dynamic_module_config": {"name": MODULE, "do_not_close": true},
+            "filter_name": filter_name,
+            "filter_config": string_value(config),
+        }),
+    )
+}
+
+pub fn per_route_config(config: &Value) -> Value {
+    typed_struct(
+        PER_ROUTE_TYPE,
+        json!({
+            "dynamic_module_config": {"name": MODULE, "do_not_close": true},
+            "filter_name": MAIN_FILTER,
+            "filter_config": string_value(config),
+        }),
+    )
+}
+
+fn before_router() -> Value {
+    json!({"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+        "name": "envoy.filters.network.http_connection_manager",
+        "subFilter": {"name": "envoy.filters.http.router"}}}}})
+}
+
+/// The static part, always served so that policies come and go without listener changes:
+/// the plugin filter, disabled unless a route enables it, and the consumer carrier, fed by
+/// ECDS.
+pub fn base_spec() -> Value {
+    json!({
+        "priority": -10,
+        "configPatches": [
+            {"applyTo": "HTTP_FILTER", "match": before_router(), "patch": {"operation": "INSERT_BEFORE", "value": {
+                "name": CONSUMER_FILTER,
+                "config_discovery": {
+                    "config_source": {"ads": {}},
+                    "default_config": filter_config(CONSUMER_FILTER, &json!({})),
+                    "apply_default_config_without_warming": true,
+                    "type_urls": [FILTER_TYPE],
+                },
+            }}},
+            {"applyTo": "HTTP_FILTER", "match": before_router(), "patch": {"operation": "INSERT_BEFORE", "value": {
+                "name": MAIN_FILTER,
+                "disabled": true,
+                "typed_config": filter_config(MAIN_FILTER, &json!({"plugins": []})),
+            }}},
+        ],
+    })
+}
+
+/// The ECDS resource holding every consumer.
+pub fn consumers_spec(consumers: &Value) -> Value {
+    json!({
+        "configPatches": [{"applyTo": "EXTENSION_CONFIG", "patch": {"operation": "ADD", "value": {
+            "name": CONSUMER_FILTER,
+            "typed_config": filter_config(CONSUMER_FILTER, consumers),
+        }}}],
+    })
+}
+
+/// One `HTTP_ROUTE` MERGE per Envoy route name, enabling the plugin filter with its chain.
+pub fn routes_spec(routes: &[(String, Value)]) -> Value {
+    let patches: Vec<Value> = routes
+        .iter()
+        .map(|(route, chain)| {
+            json!({
+                "applyTo": "HTTP_ROUTE",
+                "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": route}}}},
+                "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": {MAIN_FILTER: per_route_config(chain)}}},
+            })
+        })
+        .collect();
+    json!({"configPatches": patches})
+}
