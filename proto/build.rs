@@ -48,6 +48,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .btree_map(["."])
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Ordered-map versions so that encoding is deterministic (see src/wkt.rs).
+        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
         .include_file("_includes.rs")
         .compile_fds(fds)?;
 

@@ -10,6 +10,7 @@
 include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 
 pub mod spec;
+pub mod wkt;
 
 /// The compiled `FileDescriptorSet` of every message in this crate.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
