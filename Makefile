@@ -6,6 +6,10 @@ ENVOY_VERSION        ?= 1.40.0
 # (v0.0.0-20260713165634-56df41f63e51 answers 403); the newest release-1.30 build it serves is
 # this commit. See README "Versions".
 ISTIO_MODULE_VERSION ?= v0.0.0-20260423205519-b01690e6db7d
+# istiod cannot start without a Kubernetes client (see README "Versions"): tests give it a
+# real, empty kube-apiserver. Built from their Go modules, cached under .cache/kube.
+KUBE_VERSION         ?= v1.37.2
+ETCD_VERSION         ?= v3.6.16
 
 CACHE      := $(CURDIR)/.cache
 VENV       := $(CURDIR)/.venv
@@ -17,8 +21,10 @@ export HTNN_BIN        := $(CURDIR)/target/debug/htnn
 export HTNN_ISTIOD_BIN := $(ISTIOD)
 export ENVOY_BIN       := $(ENVOY)
 export HTNN_MODULE_DIR := $(CURDIR)/target/debug
+export HTNN_KUBE_APISERVER_BIN := $(CACHE)/kube/bin/kube-apiserver
+export HTNN_ETCD_BIN   := $(CACHE)/kube/bin/etcd
 
-.PHONY: all build envoy istiod test unit e2e-istiod e2e-dataplane lint fmt demo clean-cache
+.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane lint fmt demo clean-cache
 
 all: build
 
@@ -37,14 +43,23 @@ istiod: $(ISTIOD)
 $(ISTIOD):
 	ISTIO_MODULE_VERSION=$(ISTIO_MODULE_VERSION) CACHE_DIR=$(CACHE)/istiod integration/scripts/build-istiod.sh
 
+## kube-apiserver and etcd built from their Go modules (cached; the first build is slow).
+kube:
+	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) CACHE_DIR=$(CACHE)/kube integration/scripts/build-kube.sh
+
 ## Everything: unit tests, golden tests, real istiod and real Envoy tests.
-test: envoy istiod build
+test: envoy istiod kube build
 	$(CARGO) test --workspace
+
+## htnn serve + istiod + Envoy with libhtnn.so on examples/config, and curl commands that
+## show the plugins working. Ctrl-C stops everything.
+demo: envoy istiod kube build
+	integration/scripts/demo.sh
 
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-e2e-istiod: istiod build
+e2e-istiod: istiod kube build
 	$(CARGO) test -p htnn-integration --test istiod
 
 e2e-dataplane: envoy build

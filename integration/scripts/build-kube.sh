@@ -14,7 +14,8 @@ bin="$CACHE_DIR/bin"
 mkdir -p "$bin"
 export GOFLAGS=-mod=mod
 
-if ! "$bin/kube-apiserver" --version 2>/dev/null | grep -q "${KUBE_VERSION}"; then
+# Builds from a module carry no version stamp in the binary; record what we built beside it.
+if [ "$(cat "$bin/kube-apiserver.version" 2>/dev/null)" != "${KUBE_VERSION}" ] || ! [ -x "$bin/kube-apiserver" ]; then
   staging="v0.${KUBE_VERSION#v1.}"
   src="$CACHE_DIR/kube-apiserver-src"
   rm -rf "$src" && mkdir -p "$src" && cd "$src"
@@ -26,6 +27,7 @@ if ! "$bin/kube-apiserver" --version 2>/dev/null | grep -q "${KUBE_VERSION}"; th
   go get "k8s.io/kubernetes@${KUBE_VERSION}"
   echo "building kube-apiserver ${KUBE_VERSION} (slow on the first run)"
   go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  echo "${KUBE_VERSION}" > "$bin/kube-apiserver.version"
 fi
 
 if ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
@@ -37,5 +39,5 @@ if ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
   go build -o "$bin/etcd" go.etcd.io/etcd/server/v3
 fi
 
-"$bin/kube-apiserver" --version
+echo "kube-apiserver $(cat "$bin/kube-apiserver.version")"
 "$bin/etcd" --version | head -1
