@@ -11,7 +11,7 @@
 //! - [`manager`]: the [`FilterManager`] (ordering, buffering, consumer override, panics → 500).
 //! - [`host`]: the [`Host`] trait; [`mock::MockHost`] for tests.
 //! - [`plugins`]: `demo`, `keyAuth`, `basicAuth`, `limitReq`, `consumerRestriction`, and (with
-//!   feature `test-plugins`) `testPanic`, `testBodyHash`.
+//!   `HTNN_TEST_PLUGINS=1`, see [`registry::TEST_PLUGINS_ENV`]) `testPanic`, `testBodyHash`.
 #![forbid(unsafe_code)]
 
 pub mod config;

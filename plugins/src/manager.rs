@@ -1224,7 +1224,6 @@ mod tests {
         assert!(take(&log).contains(&"b:on_log".to_owned()));
     }
 
-    #[cfg(feature = "test-plugins")]
     #[test]
     fn registered_test_panic_plugin() {
         let c = FilterChainConfig::parse(&json!({"plugins": [{"name": "testPanic", "config": {}}, {"name": "demo", "config": {"hostName": "x"}}]})).unwrap();

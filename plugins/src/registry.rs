@@ -116,9 +116,21 @@ pub fn all() -> &'static [&'static dyn Plugin] {
     plugins::ALL
 }
 
+/// Environment variable that registers the test-only plugins (`testPanic`, `testBodyHash`)
+/// when set to `1`. Read once per process: data-plane tests set it for Envoy; in production it
+/// is unset, so neither the control plane nor the module accepts those plugins.
+pub const TEST_PLUGINS_ENV: &str = "HTNN_TEST_PLUGINS";
+
+fn test_plugins_enabled() -> bool {
+    static ENABLED: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var(TEST_PLUGINS_ENV).is_ok_and(|v| v == "1"));
+    cfg!(test) || *ENABLED
+}
+
 /// The plugin named `name`, if registered.
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {
-    plugins::ALL.iter().copied().find(|p| p.name() == name)
+    let test_only = if test_plugins_enabled() { plugins::TEST_ONLY } else { &[] };
+    plugins::ALL.iter().chain(test_only).copied().find(|p| p.name() == name)
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ pub struct PolicySpec {
 /// have an implied target. Errors are `field: reason`.
 pub fn parse(namespace: &str, spec: &Value, embedded: bool) -> Result<PolicySpec, String> {
     let spec: PolicySpec =
-        serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+        // Same decoder as plugin configs, so errors name the field (`spec.targetRef.name`).
+        htnn_plugins::config::from_value(spec).map_err(|e| field_error("spec", &e))?;
     match (&spec.target_ref, embedded) {
         (None, false) => return Err("spec.targetRef: required".into()),
         (Some(t), _) => {
@@ -93,17 +94,42 @@ pub fn parse(namespace: &str, spec: &Value, embedded: bool) -> Result<PolicySpec
     for (i, sub) in spec.sub_policies.iter().enumerate() {
         validate_filters(&format!("spec.subPolicies[{i}].filters"), &sub.filters)?;
     }
-    if spec.filters.is_empty() && spec.sub_policies.is_empty() {
-        return Err("spec.filters: at least one plugin required".into());
-    }
+    // A policy without any plugin is accepted and contributes nothing, as in HTNN (neither
+    // its CRD nor its validation requires `filters`).
     Ok(spec)
 }
 
 fn validate_filters(path: &str, filters: &BTreeMap<String, PluginEntry>) -> Result<(), String> {
     for (name, entry) in filters {
-        htnn_plugins::validate(name, &entry.config).map_err(|e| format!("{path}.{name}: {e}"))?;
+        htnn_plugins::validate(name, &entry.config).map_err(|e| plugin_error(path, name, e))?;
     }
     Ok(())
+}
+
+/// `prefix.path: reason` (`prefix: reason` for an error at the root).
+fn field_error(prefix: &str, e: &htnn_plugins::FieldError) -> String {
+    match e.path.as_str() {
+        "" => format!("{prefix}: {}", e.reason),
+        p if p.starts_with('[') => format!("{prefix}{p}: {}", e.reason),
+        p => format!("{prefix}.{p}: {}", e.reason),
+    }
+}
+
+/// Locates a plugin error in the object, e.g. `spec.filters.keyAuth.config.keys[0].name:
+/// missing field` rather than the plugin crate's `plugin keyAuth: keys[0].name: ...`, so that
+/// the status names the field to fix. `path` is the map holding the plugin (`spec.filters`,
+/// `spec.auth`, ...). Errors about the plugin as a whole (unknown, not allowed here, a rule
+/// over several fields) point at the plugin.
+pub(crate) fn plugin_error(path: &str, name: &str, e: htnn_plugins::ConfigError) -> String {
+    use htnn_plugins::ConfigError;
+    match e {
+        ConfigError::UnknownPlugin(_) => format!("{path}.{name}: unknown plugin"),
+        ConfigError::Plugin { error, .. } if error.path.is_empty() => {
+            format!("{path}.{name}: {}", error.reason)
+        }
+        ConfigError::Plugin { error, .. } => field_error(&format!("{path}.{name}.config"), &error),
+        other => format!("{path}.{name}: {other}"),
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +180,56 @@ mod tests {
             )
             .is_ok()
         );
+    }
+    #[test]
+    fn errors_name_the_field() {
+        let target =
+            json!({"group": "networking.istio.io", "kind": "VirtualService", "name": "vs"});
+        let err = |filters: Value| {
+            parse(
+                "ns",
+                &json!({"targetRef": target, "filters": filters}),
+                false,
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            err(json!({"nope": {"config": {}}})),
+            "spec.filters.nope: unknown plugin"
+        );
+        assert_eq!(
+            err(json!({"keyAuth": {"config": {"keys": [{"source": "HEADER"}]}}})),
+            "spec.filters.keyAuth.config.keys[0].name: missing field"
+        );
+        assert_eq!(
+            err(json!({"consumerRestriction": {"config": {}}})),
+            "spec.filters.consumerRestriction: exactly one of allow, deny or denyIfNoConsumer must be set"
+        );
+        let sub = json!({"targetRef": target, "subPolicies": [
+            {"sectionName": "a", "filters": {"limitReq": {"config": {"average": 0}}}}]});
+        assert_eq!(
+            parse("ns", &sub, false).unwrap_err(),
+            "spec.subPolicies[0].filters.limitReq.config.average: must be greater than 0"
+        );
+        // Errors of the policy's own shape carry their path too.
+        let no_name =
+            json!({"targetRef": {"group": "networking.istio.io", "kind": "VirtualService"}});
+        assert_eq!(
+            parse("ns", &no_name, false).unwrap_err(),
+            "spec.targetRef.name: missing field"
+        );
+        let no_section = json!({"targetRef": target, "subPolicies": [{"filters": {}}]});
+        assert_eq!(
+            parse("ns", &no_section, false).unwrap_err(),
+            "spec.subPolicies[0].sectionName: missing field"
+        );
+    }
+
+    #[test]
+    fn empty_policy_is_accepted() {
+        // HTNN requires neither `filters` nor `subPolicies`.
+        let empty = json!({"targetRef": {"group": "networking.istio.io", "kind": "VirtualService", "name": "vs"}});
+        let spec = parse("ns", &empty, false).unwrap();
+        assert!(spec.filters.is_empty() && spec.sub_policies.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! What the translator needs to know about VirtualServices: their `http[]` routes and the
 //! Envoy route names istiod will give them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -19,9 +19,33 @@ pub struct VsRoutes {
     pub http: Vec<HttpRoute>,
     /// The name given to unnamed routes: `<namespace>.<name>`.
     pub generated_name: String,
+    /// `spec.gateways` other than `mesh`, resolved to `<namespace>/<name>`, each with whether
+    /// that istio Gateway exists. Empty when the VS applies only to sidecars.
+    pub gateways: Vec<(String, bool)>,
+}
+
+/// istiod's reading of a `spec.gateways` entry (`resolveGatewayName`): `ns/name`, `./name`,
+/// a bare name in the VirtualService's namespace, or the legacy `name.ns.svc.cluster.local`.
+fn resolve_gateway(vs_namespace: &str, gw: &str) -> (String, String) {
+    match gw.split_once('/') {
+        Some((".", name)) => (vs_namespace.to_string(), name.to_string()),
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => match gw.split_once('.') {
+            None => (vs_namespace.to_string(), gw.to_string()),
+            Some((name, rest)) => {
+                let ns = rest.split_once('.').map_or(rest, |(ns, _)| ns);
+                (ns.to_string(), name.to_string())
+            }
+        },
+    }
 }
 
 pub fn index(input: &BTreeMap<ObjectRef, Object>) -> BTreeMap<ObjectRef, VsRoutes> {
+    let existing: BTreeSet<(&str, &str)> = input
+        .keys()
+        .filter(|id| id.group == crate::ISTIO_NETWORKING && id.kind == "Gateway")
+        .map(|id| (id.namespace.as_str(), id.name.as_str()))
+        .collect();
     input
         .iter()
         .filter(|(id, _)| id.group == crate::ISTIO_NETWORKING && id.kind == "VirtualService")
@@ -61,12 +85,27 @@ pub fn index(input: &BTreeMap<ObjectRef, Object>) -> BTreeMap<ObjectRef, VsRoute
                 .get("hosts")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
+            // No `gateways` means `[mesh]`, i.e. sidecars only.
+            let gateways = spec
+                .get("gateways")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|g| *g != "mesh")
+                .map(|g| {
+                    let (ns, name) = resolve_gateway(&id.namespace, g);
+                    let found = existing.contains(&(ns.as_str(), name.as_str()));
+                    (format!("{ns}/{name}"), found)
+                })
+                .collect();
             (
                 id.clone(),
                 VsRoutes {
                     hosts,
                     http,
                     generated_name: format!("{}.{}", id.namespace, id.name),
+                    gateways,
                 },
             )
         })
@@ -74,23 +113,58 @@ pub fn index(input: &BTreeMap<ObjectRef, Object>) -> BTreeMap<ObjectRef, VsRoute
 }
 
 impl VsRoutes {
+    /// Every `http[]` entry named `section`. istio allows a name twice; such entries share
+    /// their Envoy route name, so a sectionName must reach all of them (HTNN buckets policies
+    /// by route name) or the chains computed for them would differ and one would be lost.
+    pub fn indices_of<'a>(&'a self, section: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.http
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.name.as_deref() == Some(section))
+            .map(|(i, _)| i)
+    }
+
     pub fn index_of(&self, section: &str) -> Option<usize> {
         self.http
             .iter()
             .position(|r| r.name.as_deref() == Some(section))
     }
 
+    /// HTNN's `ValidateVirtualService` (checked in the same order), minus "route name is
+    /// empty": we name unnamed routes ourselves.
     pub fn targetable(&self) -> Result<(), String> {
+        if self.http.is_empty() {
+            return Err("the VirtualService has no http routes".into());
+        }
         if self.hosts == 0 {
             return Err(
                 "the VirtualService has no hosts (delegate VirtualServices are not supported)"
                     .into(),
             );
         }
-        if self.http.is_empty() {
-            return Err("the VirtualService has no http routes".into());
-        }
         Ok(())
+    }
+
+    /// HTNN resolves a VirtualService's gateways after its sectionName and reports
+    /// `TargetNotFound` "all gateways are not found or unsupported" when none is usable:
+    /// `mesh` is skipped (our EnvoyFilters only patch gateways) and the Gateway must exist.
+    /// Unlike HTNN, a Gateway in another namespace is usable: our EnvoyFilters live in the
+    /// root namespace and reach every gateway.
+    pub fn gateway_problem(&self) -> Option<String> {
+        if self.gateways.is_empty() {
+            return Some(
+                "all gateways are not found or unsupported: the VirtualService is bound to no gateway (only mesh)"
+                    .into(),
+            );
+        }
+        if self.gateways.iter().any(|(_, found)| *found) {
+            return None;
+        }
+        let missing: Vec<&str> = self.gateways.iter().map(|(g, _)| g.as_str()).collect();
+        Some(format!(
+            "all gateways are not found or unsupported: Gateway {} not found",
+            missing.join(", ")
+        ))
     }
 
     fn http_name(&self, idx: usize) -> &str {
@@ -137,7 +211,9 @@ impl VsRoutes {
     ) -> Option<String> {
         let mine = self.all_route_names();
         for (other_id, other) in all {
-            if other_id == me {
+            // Mesh-only VirtualServices never reach a gateway's routes, which are all our
+            // EnvoyFilters patch.
+            if other_id == me || other.gateways.is_empty() {
                 continue;
             }
             // Unnamed routes of untargeted VirtualServices stay unnamed, so only named ones count.
@@ -179,5 +255,78 @@ impl VsRoutes {
             },
             ..obj.clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names_resolve_like_istiod() {
+        let r = |g| resolve_gateway("ns", g);
+        assert_eq!(r("gw"), ("ns".into(), "gw".into()));
+        assert_eq!(r("./gw"), ("ns".into(), "gw".into()));
+        assert_eq!(r("istio-system/gw"), ("istio-system".into(), "gw".into()));
+        assert_eq!(
+            r("gw.istio-system.svc.cluster.local"),
+            ("istio-system".into(), "gw".into())
+        );
+        assert_eq!(r("gw.istio-system"), ("istio-system".into(), "gw".into()));
+    }
+
+    fn routes(gateways: Vec<(String, bool)>, names: &[&str]) -> VsRoutes {
+        VsRoutes {
+            hosts: 1,
+            http: names
+                .iter()
+                .map(|n| HttpRoute {
+                    name: Some(n.to_string()),
+                    match_names: vec![],
+                })
+                .collect(),
+            generated_name: "ns.vs".into(),
+            gateways,
+        }
+    }
+
+    fn id(name: &str) -> ObjectRef {
+        ObjectRef {
+            group: crate::ISTIO_NETWORKING.into(),
+            kind: "VirtualService".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn gateway_problems() {
+        assert!(
+            routes(vec![], &["r"])
+                .gateway_problem()
+                .unwrap()
+                .contains("only mesh")
+        );
+        let missing = routes(vec![("a/x".into(), false), ("b/y".into(), false)], &["r"]);
+        assert!(
+            missing
+                .gateway_problem()
+                .unwrap()
+                .ends_with("Gateway a/x, b/y not found")
+        );
+        let one = routes(vec![("a/x".into(), false), ("b/y".into(), true)], &["r"]);
+        assert_eq!(one.gateway_problem(), None);
+    }
+
+    #[test]
+    fn mesh_only_virtual_services_do_not_clash() {
+        let gw = vec![("istio-system/gw".to_string(), true)];
+        let mut all = BTreeMap::new();
+        all.insert(id("a"), routes(gw.clone(), &["orders"]));
+        all.insert(id("mesh"), routes(vec![], &["orders"]));
+        assert_eq!(all[&id("a")].route_name_clash(&id("a"), &all), None);
+        all.insert(id("b"), routes(gw, &["orders"]));
+        let clash = all[&id("a")].route_name_clash(&id("a"), &all).unwrap();
+        assert!(clash.contains("VirtualService ns/b"), "{clash}");
     }
 }

@@ -7,20 +7,17 @@ pub mod consumer_restriction;
 pub mod demo;
 pub mod key_auth;
 pub mod limit_req;
-#[cfg(feature = "test-plugins")]
 pub mod test_body_hash;
-#[cfg(feature = "test-plugins")]
 pub mod test_panic;
 
-/// Every registered plugin.
+/// Every plugin users can configure.
 pub static ALL: &[&dyn Plugin] = &[
     &basic_auth::BasicAuth,
     &consumer_restriction::ConsumerRestriction,
     &demo::Demo,
     &key_auth::KeyAuth,
     &limit_req::LimitReq,
-    #[cfg(feature = "test-plugins")]
-    &test_body_hash::TestBodyHash,
-    #[cfg(feature = "test-plugins")]
-    &test_panic::TestPanic,
 ];
+
+/// Plugins that exist only for data-plane tests; see `registry::lookup`.
+pub static TEST_ONLY: &[&dyn Plugin] = &[&test_body_hash::TestBodyHash, &test_panic::TestPanic];

@@ -107,6 +107,7 @@ impl Envoy {
             .arg(&cfg)
             .args(["--use-dynamic-base-id", "--concurrency", "2", "-l", "info"])
             .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
+            .env("HTNN_TEST_PLUGINS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -195,6 +196,7 @@ pub fn validate(config: &serde_json::Value) -> (bool, String) {
         .arg(&cfg)
         .args(["--use-dynamic-base-id", "-l", "info"])
         .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
+        .env("HTNN_TEST_PLUGINS", "1")
         .output()
         .expect("run envoy --mode validate");
     let text =
