@@ -129,8 +129,16 @@ fn test_plugins_enabled() -> bool {
 
 /// The plugin named `name`, if registered.
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {
-    let test_only = if test_plugins_enabled() { plugins::TEST_ONLY } else { &[] };
-    plugins::ALL.iter().chain(test_only).copied().find(|p| p.name() == name)
+    let test_only = if test_plugins_enabled() {
+        plugins::TEST_ONLY
+    } else {
+        &[]
+    };
+    plugins::ALL
+        .iter()
+        .chain(test_only)
+        .copied()
+        .find(|p| p.name() == name)
 }
 
 #[cfg(test)]
