@@ -172,6 +172,15 @@ impl Htnn {
     }
 }
 
+/// Tuning of one istiod beyond what every test environment sets.
+#[derive(Debug, Clone, Default)]
+pub struct IstiodOptions {
+    /// Extra top-level lines for `mesh.yaml` (for example `enableAutoMtls: false\n`).
+    pub mesh_extra: String,
+    /// Extra environment variables (for example `PILOT_DEBOUNCE_AFTER`).
+    pub env: Vec<(String, String)>,
+}
+
 /// A running istiod (`pilot-discovery discovery`) configured with `htnn serve` as its only
 /// config source.
 pub struct Istiod {
@@ -184,21 +193,26 @@ pub struct Istiod {
 }
 
 impl Istiod {
-    /// Writes `mesh.yaml` into `workdir`, starts istiod there and waits (up to `timeout`)
-    /// until its xDS port accepts connections, which istiod opens only after it has received
-    /// every config type from the MCP source.
+    /// Writes `mesh.yaml` (root namespace `istio-system`, `mcp_addr` as the only config
+    /// source, then [`IstiodOptions::mesh_extra`]) into `workdir`, starts istiod there and
+    /// waits (up to `timeout`) until its xDS port accepts connections, which istiod opens only
+    /// after it has received every config type from the MCP source.
     pub async fn start(
         bin: &Path,
         workdir: &Path,
         mcp_addr: SocketAddr,
         kubeconfig: &Path,
+        options: &IstiodOptions,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(workdir)?;
         let mesh = workdir.join("mesh.yaml");
         std::fs::write(
             &mesh,
-            format!("rootNamespace: istio-system\nconfigSources:\n- address: xds://{mcp_addr}\n"),
+            format!(
+                "rootNamespace: istio-system\nconfigSources:\n- address: xds://{mcp_addr}\n{}",
+                options.mesh_extra
+            ),
         )?;
         let ports = free_ports(4)?;
         let (grpc_addr, http_addr, monitoring_addr) =
@@ -225,7 +239,8 @@ impl Istiod {
             .env("POD_NAME", "istiod-0")
             .env("ENABLE_CA_SERVER", "false")
             .env("PILOT_ENABLE_ALPN_FILTER", "false")
-            .env("PILOT_ENABLE_METADATA_EXCHANGE", "false");
+            .env("PILOT_ENABLE_METADATA_EXCHANGE", "false")
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
         let start = Instant::now();
         let mut process = ChildProcess::spawn("istiod", cmd, &workdir.join("istiod.log"))?;
         loop {
@@ -292,10 +307,25 @@ impl Istiod {
     }
 }
 
+/// Rewrites one seeded config file: called with the file name and its text, returns the text
+/// to write into the test's config directory.
+pub type SeedRewrite = Box<dyn Fn(&str, String) -> anyhow::Result<String> + Send + Sync>;
+
+/// How [`TestEnv::start_with`] sets up the environment.
+#[derive(Default)]
+pub struct EnvOptions {
+    /// Config files (`*.yaml`, `*.yml`, `*.json`) copied into the fresh config directory.
+    pub seed_dir: Option<PathBuf>,
+    /// Applied to every seeded file on the way (for example to put free ports in).
+    pub seed_rewrite: Option<SeedRewrite>,
+    /// istiod's `mesh.yaml` additions and environment (see [`Istiod::start`]).
+    pub istiod: IstiodOptions,
+}
+
 /// Everything one test needs: a temporary directory holding the config directory served by
 /// `htnn serve`, istiod's working directory, the (empty) Kubernetes cluster istiod needs and
 /// all logs. Dropping it stops the processes; if the test is failing, the logs are printed
-/// first.
+/// first (including those registered with [`TestEnv::add_log`]).
 pub struct TestEnv {
     pub binaries: Binaries,
     pub config_dir: PathBuf,
@@ -305,6 +335,7 @@ pub struct TestEnv {
     htnn_log: PathBuf,
     xds_addr: SocketAddr,
     admin_addr: SocketAddr,
+    extra_logs: Vec<(String, PathBuf)>,
     // Last: removed after the processes above are gone.
     tmp: TempDir,
 }
@@ -316,18 +347,21 @@ impl TestEnv {
     /// Copies the config files of `seed_dir` (if any) into a fresh config directory, then
     /// starts etcd + kube-apiserver and `htnn serve` (at once), then istiod.
     pub async fn start(seed_dir: Option<&Path>) -> anyhow::Result<Self> {
+        Self::start_with(EnvOptions {
+            seed_dir: seed_dir.map(Path::to_path_buf),
+            ..EnvOptions::default()
+        })
+        .await
+    }
+
+    /// [`TestEnv::start`] with all options.
+    pub async fn start_with(options: EnvOptions) -> anyhow::Result<Self> {
         let binaries = Binaries::from_env()?;
         let tmp = tempfile::Builder::new().prefix("htnn-it-").tempdir()?;
         let config_dir = tmp.path().join("config");
         std::fs::create_dir_all(&config_dir)?;
-        if let Some(seed) = seed_dir {
-            for entry in std::fs::read_dir(seed)? {
-                let path = entry?.path();
-                if path.is_file() && corpus::is_config_file(&path) {
-                    let name = path.file_name().context("file name")?;
-                    std::fs::copy(&path, config_dir.join(name))?;
-                }
-            }
+        if let Some(seed) = &options.seed_dir {
+            seed_config(seed, &config_dir, options.seed_rewrite.as_ref())?;
         }
         let ports = free_ports(2)?;
         let (xds_addr, admin_addr) = (loopback(ports[0]), loopback(ports[1]));
@@ -355,6 +389,7 @@ impl TestEnv {
             &tmp.path().join("istiod"),
             xds_addr,
             kube.kubeconfig(),
+            &options.istiod,
             ISTIOD_READY_TIMEOUT,
         )
         .await
@@ -377,8 +412,15 @@ impl TestEnv {
             htnn_log,
             xds_addr,
             admin_addr,
+            extra_logs: Vec::new(),
             tmp,
         })
+    }
+
+    /// Adds a log file (of a process the test started next to this environment) to the
+    /// failure report and to [`TestEnv::logs`].
+    pub fn add_log(&mut self, name: &str, path: &Path) {
+        self.extra_logs.push((name.to_string(), path.to_path_buf()));
     }
 
     pub fn dir(&self) -> &Path {
@@ -441,12 +483,51 @@ impl TestEnv {
             ("istiod", self.istiod.workdir.join("istiod.log")),
             ("kube-apiserver", self.kube.apiserver_log().to_path_buf()),
             ("etcd", self.kube.etcd_log().to_path_buf()),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.extra_logs
+                .iter()
+                .map(|(name, path)| (name.as_str(), path.clone())),
+        ) {
             out.push_str(&format!("\n----- {name}: {} -----\n", path.display()));
             out.push_str(&tail_file(&path, LOG_TAIL_BYTES));
         }
         out
     }
+}
+
+/// Copies the config files of `seed` into `config_dir`, through `rewrite` if given.
+fn seed_config(
+    seed: &Path,
+    config_dir: &Path,
+    rewrite: Option<&SeedRewrite>,
+) -> anyhow::Result<()> {
+    for entry in
+        std::fs::read_dir(seed).with_context(|| format!("reading seed {}", seed.display()))?
+    {
+        let path = entry?.path();
+        if !(path.is_file() && corpus::is_config_file(&path)) {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("file name")?;
+        let target = config_dir.join(name);
+        match rewrite {
+            None => {
+                std::fs::copy(&path, &target)?;
+            }
+            Some(rewrite) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let text = rewrite(name, text).with_context(|| format!("rewriting {name}"))?;
+                std::fs::write(&target, text)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for TestEnv {

@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.0 GET client: one request per connection, body read to EOF.
-//! Enough for istiod's debug endpoints and htnn's admin server, without an HTTP stack.
+//! A tiny HTTP client: one request per connection, body read to EOF. [`get`] speaks HTTP/1.0
+//! (istiod's debug endpoints, htnn's admin server); [`request`] speaks HTTP/1.1 with
+//! `Connection: close`, for Envoy, which refuses HTTP/1.0 by default. No HTTP stack needed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,6 +53,72 @@ async fn get_inner(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     parse_response(&raw)
+}
+
+/// `method path` on `addr` over HTTP/1.1 with `headers` (a `Host` header among them replaces
+/// the default `Host: <addr>`), failing after `timeout`.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Accept: */*\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        // Up to the end of the body, not to EOF: after a local reply Envoy waits up to its
+        // delayed-close timeout (1 s) for the client to close first.
+        while !response_complete(&raw) {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        parse_response(&raw)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{method} http://{addr}{path}: timed out after {timeout:?}"))?
+        .with_context(|| format!("{method} http://{addr}{path}"))
+}
+
+/// Whether `raw` holds a whole response: the head and, if it says how long the body is
+/// (`Content-Length` or chunked), the whole body. Without either, only EOF ends it.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let Ok(head) = std::str::from_utf8(&raw[..head_end]) else {
+        return false;
+    };
+    let body = &raw[head_end + 4..];
+    let mut content_length = None;
+    let mut chunked = false;
+    for (name, value) in head.split("\r\n").skip(1).filter_map(|l| l.split_once(':')) {
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    if chunked {
+        dechunk(body).is_ok()
+    } else {
+        content_length.is_some_and(|n| body.len() >= n)
+    }
 }
 
 fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
@@ -124,5 +191,28 @@ mod tests {
         .unwrap();
         assert_eq!(r.status, 503);
         assert_eq!(r.text(), "hello world");
+    }
+
+    #[test]
+    fn completeness_follows_content_length_and_chunks() {
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+        ));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ));
+        assert!(!response_complete(b"HTTP/1.0 200 OK\r\n\r\nuntil EOF"));
     }
 }

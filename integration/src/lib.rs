@@ -10,6 +10,10 @@
 //!   `<repo>/.cache/kube/bin/{kube-apiserver,etcd}`, built by `integration/scripts/build-kube.sh`,
 //!   `make kube`).
 //!
+//! The gateway tests ([`gateway`]) also need Envoy 1.40.0 (`ENVOY_BIN`, default
+//! `<repo>/.venv/bin/envoy`) and `libhtnn.so` (in `HTNN_MODULE_DIR`, default
+//! `<repo>/target/debug`).
+//!
 //! A missing binary is an error with a hint, never a skipped test. The harness also needs the
 //! `curl` and `openssl` command line tools.
 //!
@@ -23,6 +27,7 @@
 pub mod check;
 pub mod corpus;
 pub mod env;
+pub mod gateway;
 pub mod http;
 pub mod kube;
 pub mod normalize;
