@@ -446,16 +446,13 @@ async fn route_never_live_without_its_policy() {
 /// The same with istiod pushing 1 ms after a change, so that the EnvoyFilter and the
 /// VirtualService of one file may reach Envoy in separate pushes and their order matters.
 ///
-/// KNOWN TO FAIL intermittently (2 of 6 runs when written: one route addition in ~100 had a
-/// window of ~3 ms in which 2–3 no-key requests were served): htnn sends
-/// the EnvoyFilter before the VirtualService and istiod stores them in that order, but istiod
-/// 1.30's memory config store (krt) delivers change events of each kind from its own
-/// goroutine, so the VirtualService's push request can reach the debouncer first; that push
-/// reuses the previous push context's EnvoyFilter index (`PushContext.updateContext` rebuilds
-/// it only when the request names an EnvoyFilter), so the route goes live without its
-/// per-route config until the EnvoyFilter's own push ~3 ms later.
+/// Without staged pushes this failed about once per 100 route additions: htnn sent the
+/// EnvoyFilter before the VirtualService and istiod stored them in that order, but istiod's
+/// memory config store (krt) delivers change events of each kind from its own goroutine, so
+/// the VirtualService's push could reach the debouncer first and reuse the previous push
+/// context's EnvoyFilter index. htnn now pushes the VirtualService only after istiod ACKed the
+/// EnvoyFilter plus a settle time (`--push-settle`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known to fail intermittently: istiod may push a route before its EnvoyFilter"]
 async fn route_never_live_without_its_policy_with_1ms_istiod_debounce() {
     let _serial = SERIAL.lock().await;
     race(start_with(vec![("PILOT_DEBOUNCE_AFTER".into(), "1ms".into())]).await).await;

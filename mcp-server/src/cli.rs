@@ -59,6 +59,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HTNN_ROOT_NAMESPACE", default_value = "istio-system")]
     pub root_namespace: String,
 
+    /// A change that spans several kinds is pushed in stages (services, then EnvoyFilters,
+    /// then routes; the reverse on removal). After istiod ACKs a stage, wait this long before
+    /// the next one, so that istiod has processed e.g. a policy before the route it protects.
+    #[arg(long, env = "HTNN_PUSH_SETTLE", default_value = "100ms", value_parser = parse_duration)]
+    pub push_settle: Duration,
+
+    /// Push the next stage anyway when istiod has not ACKed the previous one after this long.
+    #[arg(long, env = "HTNN_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -44,8 +44,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         debounce,
         resync_period,
         root_namespace,
+        push_settle,
+        ack_timeout,
         log: _,
     } = args;
+    let timing = xds::PushTiming {
+        settle: push_settle,
+        ack_timeout,
+    };
     let opts = htnn_translators::Options { root_namespace };
     if !config_dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
@@ -98,7 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let admin = axum::serve(admin_listener, admin::router(admin_state));
     tokio::select! {
-        r = xds::server::serve_with_shutdown(xds_listener, rx, metrics, connections, shutdown) => r.context("MCP/ADS server")?,
+        r = xds::server::serve_with_shutdown(xds_listener, rx, metrics, connections, timing, shutdown) => r.context("MCP/ADS server")?,
         r = admin => r.context("admin server")?,
     }
     Ok(())

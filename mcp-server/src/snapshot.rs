@@ -127,35 +127,37 @@ impl Snapshot {
     }
 }
 
-/// Orders the types that differ between `old` and `new` for pushing: types that gain or change
-/// resources first, in ascending [`TypeKey::push_rank`], then types that only lose resources,
-/// in descending rank. A route is thus sent after its policy when added and before it when
-/// removed.
-pub fn push_order(old: &Snapshot, new: &Snapshot, candidates: &[TypeKey]) -> Vec<TypeKey> {
-    let mut grow = Vec::new();
-    let mut shrink = Vec::new();
-    for key in candidates {
-        let (o, n) = (old.get(key), new.get(key));
-        if o.version == n.version {
-            continue;
-        }
-        let old_versions: BTreeMap<&str, &str> = o
-            .resources
-            .iter()
-            .map(|r| (r.name.as_str(), r.version.as_str()))
-            .collect();
-        let only_removals = n
-            .resources
-            .iter()
-            .all(|r| old_versions.get(r.name.as_str()) == Some(&r.version.as_str()));
-        if only_removals {
-            shrink.push(key.clone())
-        } else {
-            grow.push(key.clone())
-        }
+/// The stage of a type in a change from `old` to `new`, lowest first: types that gain or
+/// change resources first, in ascending [`TypeKey::push_rank`], then types that only lose
+/// resources, in descending rank. A route is thus sent after its policy when added and before
+/// it when removed.
+pub fn push_stage(key: &TypeKey, old: &TypeSnapshot, new: &TypeSnapshot) -> (u8, u8) {
+    let old_versions: BTreeMap<&str, &str> = old
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.version.as_str()))
+        .collect();
+    let only_removals = new
+        .resources
+        .iter()
+        .all(|r| old_versions.get(r.name.as_str()) == Some(&r.version.as_str()));
+    if only_removals {
+        (1, u8::MAX - key.push_rank())
+    } else {
+        (0, key.push_rank())
     }
-    grow.sort_by_key(|k| (k.push_rank(), k.clone()));
-    shrink.sort_by_key(|k| (std::cmp::Reverse(k.push_rank()), k.clone()));
-    grow.extend(shrink);
-    grow
+}
+
+/// The types among `candidates` that differ between `old` and `new`, in push order
+/// (see [`push_stage`]).
+pub fn push_order(old: &Snapshot, new: &Snapshot, candidates: &[TypeKey]) -> Vec<TypeKey> {
+    let mut changed: Vec<((u8, u8), TypeKey)> = candidates
+        .iter()
+        .filter_map(|key| {
+            let (o, n) = (old.get(key), new.get(key));
+            (o.version != n.version).then(|| (push_stage(key, &o, &n), key.clone()))
+        })
+        .collect();
+    changed.sort();
+    changed.into_iter().map(|(_, k)| k).collect()
 }

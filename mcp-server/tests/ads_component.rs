@@ -11,6 +11,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use htnn_mcp_server::metrics::Metrics;
 use htnn_mcp_server::snapshot::{ServedResource, Snapshot, TypeKey, TypeSnapshot};
+use htnn_mcp_server::xds::PushTiming;
 use htnn_mcp_server::xds::server::{Connections, serve_with_shutdown};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,6 +66,7 @@ async fn start() -> Server {
         rx,
         metrics.clone(),
         connections.clone(),
+        PushTiming::default(),
         async {
             let _ = stopped.await;
         },
@@ -220,9 +222,15 @@ async fn ads_stream_lifecycle() {
     assert_eq!(server.metrics.connected_clients.get(), 1);
     c1.assert_silent().await;
 
-    // Initial load done: every subscription gets the full state of its type, in safe order.
+    // Initial load done: every subscription gets the full state of its type, in safe order,
+    // one stage after the ACK of the previous one.
     server.snapshots.send_replace(Some(s1.clone()));
-    let initial = c1.recv_n(3).await;
+    let mut initial = Vec::new();
+    for _ in 0..3 {
+        let r = c1.recv().await;
+        c1.ack(&r).await;
+        initial.push(r);
+    }
     let urls: Vec<&str> = initial.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(urls, vec![EF, MESH, VS]);
     assert_eq!(initial[0].resources.len(), 1);
@@ -238,9 +246,6 @@ async fn ads_stream_lifecycle() {
         initial[2].version_info,
         s1.get(&TypeKey::from_type_url(VS).unwrap()).version
     );
-    for r in &initial {
-        c1.ack(r).await;
-    }
     eventually("ACKs recorded", || {
         server.connections.list().values().all(|c| {
             c.types

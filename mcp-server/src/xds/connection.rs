@@ -7,6 +7,15 @@
 //! - each response is the full state of its type and an empty one deletes everything, so
 //!   nothing is answered before the first snapshot exists;
 //! - the answer must echo the requested type URL (its version differs between istio releases).
+//!
+//! A change that spans several types is pushed in stages ([`snapshot::push_stage`]: services,
+//! then EnvoyFilters, then routes when adding; the reverse when removing). The next stage waits
+//! until istiod has ACKed the previous one and then a short settle time: istiod stores the
+//! responses of one stream in order, but its config store notifies each kind from its own
+//! goroutine, so without the pause a push triggered by the new route could be computed before
+//! istiod has seen the policy the route needs.
+
+use std::time::Duration;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -48,6 +57,8 @@ pub enum Event {
         code: i32,
         message: String,
     },
+    /// istiod did not answer a stage in time; the next stages are pushed anyway.
+    AckTimeout { type_urls: Vec<String> },
     /// A request that is neither a subscription nor the answer to our latest response.
     Ignored {
         type_url: String,
@@ -70,13 +81,41 @@ pub enum IgnoreReason {
 pub struct Output {
     pub responses: Vec<DiscoveryResponse>,
     pub events: Vec<Event>,
+    /// (Re)arm the connection's single timer: call [`Connection::on_timer`] after this delay.
+    /// A timer that fires when nothing waits for it is harmless.
+    pub timer: Option<Duration>,
 }
 
 impl Output {
     fn extend(&mut self, other: Output) {
         self.responses.extend(other.responses);
         self.events.extend(other.events);
+        self.timer = other.timer.or(self.timer);
     }
+}
+
+/// Timing of staged pushes.
+#[derive(Clone, Copy, Debug)]
+pub struct PushTiming {
+    /// Pause between istiod's ACK of one stage and the push of the next.
+    pub settle: Duration,
+    /// How long a stage may stay un-ACKed before the next one is pushed anyway.
+    pub ack_timeout: Duration,
+}
+
+impl Default for PushTiming {
+    fn default() -> Self {
+        Self {
+            settle: Duration::from_millis(100),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Settle,
+    AckTimeout,
 }
 
 /// Read-only view of a connection, for `/debug/connections`.
@@ -107,6 +146,8 @@ struct TypeState {
     /// `None` for type URLs that are not `group/version/Kind`; those are answered empty.
     key: Option<TypeKey>,
     status: TypeStatus,
+    /// What istiod was last sent for this type.
+    sent: Option<Arc<TypeSnapshot>>,
 }
 
 /// The state of one ADS stream.
@@ -117,12 +158,21 @@ pub struct Connection {
     snapshot: Option<Arc<Snapshot>>,
     types: BTreeMap<String, TypeState>,
     last_nonce: u64,
+    timing: PushTiming,
+    /// Types of the stage pushed last that istiod has not answered yet.
+    gate: BTreeSet<String>,
+    timer: Option<Timer>,
 }
 
 impl Connection {
     pub fn new(peer: Option<String>) -> Self {
+        Self::with_timing(peer, PushTiming::default())
+    }
+
+    pub fn with_timing(peer: Option<String>, timing: PushTiming) -> Self {
         Self {
             peer,
+            timing,
             ..Self::default()
         }
     }
@@ -181,6 +231,7 @@ impl Connection {
                 TypeState {
                     key,
                     status: TypeStatus::default(),
+                    sent: None,
                 },
             );
             out.events.push(Event::Subscribed {
@@ -210,7 +261,7 @@ impl Connection {
                 status.nacks += 1;
                 status.last_nack = Some(err.message.clone());
                 out.events.push(Event::Nacked {
-                    type_url,
+                    type_url: type_url.clone(),
                     rejected_version: sent_version,
                     client_version: version_info,
                     nonce: response_nonce,
@@ -224,55 +275,101 @@ impl Connection {
                 status.acked_version = Some(sent_version.clone());
                 status.acked_nonce = Some(response_nonce.clone());
                 out.events.push(Event::Acked {
-                    type_url,
+                    type_url: type_url.clone(),
                     version: sent_version,
                     nonce: response_nonce,
                 });
             }
         }
+        if self.gate.remove(&type_url) && self.gate.is_empty() {
+            self.timer = None;
+            if !self.next_stage().is_empty() {
+                self.timer = Some(Timer::Settle);
+                out.timer = Some(self.timing.settle);
+            }
+        }
         out
     }
 
-    /// Takes a new snapshot: answers subscriptions queued until now and pushes every
-    /// subscribed type whose version changed, in the safe order of [`snapshot::push_order`].
-    ///
-    /// Responses are not held back until the previous one is ACKed: istiod handles the
-    /// responses of a stream one at a time, in order, so the send order is the store order.
+    /// The connection's timer fired.
+    pub fn on_timer(&mut self) -> Output {
+        match self.timer.take() {
+            Some(Timer::Settle) => self.advance(),
+            Some(Timer::AckTimeout) if !self.gate.is_empty() => {
+                let type_urls = std::mem::take(&mut self.gate).into_iter().collect();
+                let mut out = Output {
+                    events: vec![Event::AckTimeout { type_urls }],
+                    ..Output::default()
+                };
+                out.extend(self.advance());
+                out
+            }
+            other => {
+                self.timer = other;
+                Output::default()
+            }
+        }
+    }
+
+    /// Takes a new snapshot: answers subscriptions queued until now and pushes the first
+    /// stage of what changed (see the module docs); later stages follow [`Self::on_request`]
+    /// ACKs and [`Self::on_timer`].
     pub fn on_snapshot(&mut self, new: Arc<Snapshot>) -> Output {
-        let old = self.snapshot.replace(new.clone());
-        let changed: Vec<(&String, &TypeState)> = self
+        self.snapshot = Some(new);
+        self.advance()
+    }
+
+    /// The subscribed types that differ from what istiod was sent, and belong to the earliest
+    /// stage of that difference.
+    fn next_stage(&self) -> Vec<String> {
+        let Some(snapshot) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut changed: Vec<((u8, u8), &String)> = self
             .types
             .iter()
-            .filter(|(_, t)| {
-                t.status.sent_version.as_deref() != Some(type_snapshot(&new, t).version.as_str())
-            })
-            .collect();
-        let order = match &old {
-            Some(old) => {
-                let keys: BTreeSet<TypeKey> =
-                    changed.iter().filter_map(|(_, t)| t.key.clone()).collect();
-                snapshot::push_order(old, &new, &keys.into_iter().collect::<Vec<_>>())
-            }
-            None => Vec::new(),
-        };
-        let mut changed: Vec<(usize, u8, Option<TypeKey>, String)> = changed
-            .into_iter()
-            .map(|(url, t)| {
-                let pos = t
-                    .key
-                    .as_ref()
-                    .and_then(|k| order.iter().position(|o| o == k));
-                // Never sent (queued subscriptions): added, so in ascending rank.
-                let rank = t.key.as_ref().map_or(u8::MAX, TypeKey::push_rank);
-                (pos.unwrap_or(usize::MAX), rank, t.key.clone(), url.clone())
+            .filter_map(|(url, t)| {
+                let new = type_snapshot(snapshot, t);
+                let stage = match (&t.sent, &t.key) {
+                    (Some(sent), _) if sent.version == new.version => return None,
+                    (Some(sent), Some(key)) => snapshot::push_stage(key, sent, &new),
+                    // Queued subscriptions count as additions.
+                    (None, Some(key)) => (0, key.push_rank()),
+                    (_, None) => (0, 0),
+                };
+                Some((stage, url))
             })
             .collect();
         changed.sort();
+        let Some(first) = changed.first().map(|(stage, _)| *stage) else {
+            return Vec::new();
+        };
+        changed
+            .into_iter()
+            .take_while(|(stage, _)| *stage == first)
+            .map(|(_, url)| url.clone())
+            .collect()
+    }
 
+    /// Pushes the next stage unless one is still waiting for istiod.
+    fn advance(&mut self) -> Output {
         let mut out = Output::default();
-        for (_, _, _, type_url) in changed {
-            out.extend(self.respond(&type_url, &new));
+        if !self.gate.is_empty() || self.timer == Some(Timer::Settle) {
+            return out;
         }
+        let Some(snapshot) = self.snapshot.clone() else {
+            return out;
+        };
+        let stage = self.next_stage();
+        if stage.is_empty() {
+            return out;
+        }
+        for type_url in &stage {
+            out.extend(self.respond(type_url, &snapshot));
+        }
+        self.gate = stage.into_iter().collect();
+        self.timer = Some(Timer::AckTimeout);
+        out.timer = Some(self.timing.ack_timeout);
         out
     }
 
@@ -284,6 +381,7 @@ impl Connection {
         self.last_nonce += 1;
         let nonce = self.last_nonce.to_string();
         state.status.sent_version = Some(ts.version.clone());
+        state.sent = Some(ts.clone());
         state.status.sent_nonce = Some(nonce.clone());
         state.status.pending = true;
         let response = DiscoveryResponse {
@@ -301,6 +399,7 @@ impl Connection {
                 nonce,
                 resources: ts.resources.len(),
             }],
+            timer: None,
         }
     }
 }
@@ -452,17 +551,37 @@ mod tests {
         ));
         assert_eq!(c.status().types[VS].sent_version, None);
 
-        let out = c.on_snapshot(snap(&[
+        let mut out = c.on_snapshot(snap(&[
             (VS, &[("default/a", "1")]),
             (EF, &[("istio-system/f", "1")]),
         ]));
-        // MeshConfig is a well-formed type we hold nothing for: ranked like any other kind.
-        assert_eq!(urls(&out), vec![SE, EF, MESH, VS]);
-        let nonces: BTreeSet<_> = out.responses.iter().map(|r| r.nonce.clone()).collect();
+        // One stage at a time: each waits for the ACK of the previous one, then the settle
+        // time. MeshConfig is a well-formed type we hold nothing for: ranked like any other.
+        let mut sent = Vec::new();
+        let mut nonces = BTreeSet::new();
+        for expected in [SE, EF, MESH, VS] {
+            assert_eq!(urls(&out), vec![expected]);
+            assert_eq!(out.timer, Some(PushTiming::default().ack_timeout));
+            let r = out.responses.remove(0);
+            nonces.insert(r.nonce.clone());
+            let acked = c.on_request(ack(&r));
+            assert!(acked.responses.is_empty());
+            if expected != VS {
+                assert_eq!(acked.timer, Some(PushTiming::default().settle));
+                out = c.on_timer();
+            } else {
+                assert_eq!(acked.timer, None, "nothing left to push");
+            }
+            sent.push(r);
+        }
         assert_eq!(nonces.len(), 4, "nonces must be unique");
-        assert!(out.responses[0].resources.is_empty());
-        assert!(out.responses[2].resources.is_empty());
-        assert_eq!(out.responses[3].resources.len(), 1);
+        assert!(sent[0].resources.is_empty());
+        assert!(sent[2].resources.is_empty());
+        assert_eq!(sent[3].resources.len(), 1);
+        assert!(
+            c.on_timer().responses.is_empty(),
+            "a stray timer sends nothing"
+        );
     }
 
     #[test]
@@ -625,26 +744,87 @@ mod tests {
             c.on_request(ack(&r));
         }
 
-        // Adding a route and its policy: policy first.
+        // Adding a route and its policy: the policy first; the route after its ACK + settle.
         let out = c.on_snapshot(snap(&[
             (VS, &[("default/a", "1"), ("default/b", "1")]),
             (EF, &[("istio-system/f", "2")]),
             (SE, &[("default/s", "1")]),
         ]));
-        assert_eq!(urls(&out), vec![EF, VS]);
-        for r in &out.responses {
+        assert_eq!(urls(&out), vec![EF]);
+        let out = c.on_request(ack(&out.responses[0]));
+        assert!(out.responses.is_empty());
+        assert!(out.timer.is_some());
+        let out = c.on_timer();
+        assert_eq!(urls(&out), vec![VS]);
+        c.on_request(ack(&out.responses[0]));
+
+        // Removing them: route first, then its policy, then the service.
+        let mut out = c.on_snapshot(snap(&[(VS, &[("default/a", "1")])]));
+        for expected in [VS, EF, SE] {
+            assert_eq!(urls(&out), vec![expected]);
+            let r = &out.responses[0];
             assert_eq!(
                 c.status().types[r.type_url.as_str()].sent_nonce.as_deref(),
                 Some(r.nonce.as_str())
             );
+            if expected != VS {
+                assert!(r.resources.is_empty());
+            }
             c.on_request(ack(r));
+            out = c.on_timer();
         }
+        assert!(out.responses.is_empty());
+    }
 
-        // Removing them: route first, then its policy, then the service.
-        let out = c.on_snapshot(snap(&[(VS, &[("default/a", "1")])]));
-        assert_eq!(urls(&out), vec![VS, EF, SE]);
-        assert!(out.responses.iter().skip(1).all(|r| r.resources.is_empty()));
-        assert!(out.events.iter().all(|e| matches!(e, Event::Sent { .. })));
+    #[test]
+    fn a_stage_waits_for_its_ack_and_newer_snapshots_join_the_queue() {
+        let mut c = Connection::new(None);
+        c.on_snapshot(snap(&[(VS, &[]), (EF, &[])]));
+        for url in [VS, EF] {
+            let r = c.on_request(req(url, TS_NONCE)).responses.remove(0);
+            c.on_request(ack(&r));
+        }
+        let ef = c
+            .on_snapshot(snap(&[
+                (VS, &[("default/a", "1")]),
+                (EF, &[("istio-system/f", "1")]),
+            ]))
+            .responses
+            .remove(0);
+        assert_eq!(ef.type_url, EF);
+        // While the EnvoyFilter is not ACKed, newer snapshots push nothing.
+        let newer = snap(&[
+            (VS, &[("default/a", "2")]),
+            (EF, &[("istio-system/f", "1")]),
+        ]);
+        assert!(c.on_snapshot(newer).responses.is_empty());
+        c.on_request(ack(&ef));
+        let vs = c.on_timer();
+        assert_eq!(urls(&vs), vec![VS]);
+        assert!(vs.responses[0].version_info != snapshot::EMPTY.version);
+    }
+
+    #[test]
+    fn a_stage_without_ack_is_released_by_the_timeout() {
+        let mut c = Connection::new(None);
+        c.on_snapshot(snap(&[(VS, &[]), (EF, &[])]));
+        for url in [VS, EF] {
+            let r = c.on_request(req(url, TS_NONCE)).responses.remove(0);
+            c.on_request(ack(&r));
+        }
+        let out = c.on_snapshot(snap(&[
+            (VS, &[("default/a", "1")]),
+            (EF, &[("istio-system/f", "1")]),
+        ]));
+        assert_eq!(urls(&out), vec![EF]);
+        let out = c.on_timer();
+        assert_eq!(
+            out.events[0],
+            Event::AckTimeout {
+                type_urls: vec![EF.to_string()]
+            }
+        );
+        assert_eq!(urls(&out), vec![VS]);
     }
 
     #[test]

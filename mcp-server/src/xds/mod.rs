@@ -4,5 +4,5 @@
 pub mod connection;
 pub mod server;
 
-pub use connection::{Connection, ConnectionStatus, TypeStatus};
+pub use connection::{Connection, ConnectionStatus, PushTiming, TypeStatus};
 pub use server::{AdsService, Connections, serve, serve_with_shutdown};

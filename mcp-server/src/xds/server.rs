@@ -22,7 +22,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument as _, Span, debug, info, warn};
 
-use super::connection::{Connection, ConnectionStatus, Event, Output, type_label};
+use super::connection::{Connection, ConnectionStatus, Event, Output, PushTiming, type_label};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -90,6 +90,7 @@ pub struct AdsService {
     connections: Connections,
     shutdown: Arc<watch::Sender<bool>>,
     next_id: Arc<AtomicU64>,
+    timing: PushTiming,
 }
 
 impl AdsService {
@@ -104,7 +105,14 @@ impl AdsService {
             connections,
             shutdown: Arc::new(watch::Sender::new(false)),
             next_id: Arc::new(AtomicU64::new(1)),
+            timing: PushTiming::default(),
         }
+    }
+
+    /// Sets the timing of staged pushes (see [`PushTiming`]).
+    pub fn with_timing(mut self, timing: PushTiming) -> Self {
+        self.timing = timing;
+        self
     }
 
     pub fn connections(&self) -> &Connections {
@@ -140,7 +148,8 @@ impl AggregatedDiscoveryService for AdsService {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let guard = StreamGuard::new(id, self.metrics.clone(), self.connections.clone());
         let stream = Stream {
-            conn: Connection::new(peer.clone()),
+            conn: Connection::with_timing(peer.clone(), self.timing),
+            timer: None,
             inbound: request.into_inner(),
             tx,
             snapshots: self.snapshots.clone(),
@@ -196,6 +205,8 @@ impl Drop for StreamGuard {
 
 struct Stream {
     conn: Connection,
+    /// The connection's timer, when armed (see [`Output::timer`]).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     snapshots: SnapshotReceiver,
@@ -228,9 +239,15 @@ impl Stream {
                 tx,
                 snapshots,
                 shutdown,
+                timer,
                 ..
             } = &mut self;
+            let armed = timer.is_some();
             let step = tokio::select! {
+                () = async { timer.as_mut().expect("armed").await }, if armed => {
+                    *timer = None;
+                    Step::Handle(conn.on_timer())
+                }
                 _ = wait_shutdown(shutdown) => Step::End("server shutting down"),
                 () = tx.closed() => Step::End("closed by the client"),
                 msg = inbound.next() => match msg {
@@ -276,6 +293,9 @@ impl Stream {
     /// Logs and counts the events, publishes the status, sends the responses. `false` when
     /// the stream is over.
     async fn handle(&mut self, out: Output) -> bool {
+        if let Some(delay) = out.timer {
+            self.timer = Some(Box::pin(tokio::time::sleep(delay)));
+        }
         for event in &out.events {
             self.record(event);
         }
@@ -354,6 +374,13 @@ impl Stream {
             } => {
                 debug!(node, %type_url, %nonce, ?reason, "request ignored");
             }
+            Event::AckTimeout { type_urls } => {
+                warn!(
+                    node,
+                    ?type_urls,
+                    "no ACK in time; pushing the next stage anyway"
+                );
+            }
         }
     }
 }
@@ -375,6 +402,7 @@ pub async fn serve(
         snapshots,
         metrics,
         connections,
+        PushTiming::default(),
         std::future::pending(),
     )
     .await
@@ -387,10 +415,11 @@ pub async fn serve_with_shutdown(
     snapshots: SnapshotReceiver,
     metrics: Arc<Metrics>,
     connections: Connections,
+    timing: PushTiming,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("ADS listener address")?;
-    let service = AdsService::new(snapshots, metrics, connections);
+    let service = AdsService::new(snapshots, metrics, connections).with_timing(timing);
     let stop = service.clone();
     let signal = async move {
         shutdown.await;
