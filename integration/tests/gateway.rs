@@ -348,6 +348,34 @@ spec:
     .await
     .unwrap_or_else(|e| panic!("editing a valid policy next to invalid ones: {e:#}"));
     println!("edit of a valid policy next to invalid ones reached Envoy after {took:?}");
+
+    // Breaking the policy that protects /orders must not open the route: it is reported
+    // Invalid and its last valid version keeps serving.
+    let policies = gw.env.read_config("30-policies.yaml").unwrap();
+    let broken = policies.replacen("denyIfNoConsumer: true", "denyIfNoConsumer: maybe", 1);
+    assert_ne!(broken, policies, "30-policies.yaml changed shape");
+    gw.env.write_config("30-policies.yaml", &broken).unwrap();
+    let (message, took) = poll_until(PROPAGATION, PROBE_INTERVAL, || async {
+        let status = gw.htnn_status().await?;
+        let s = &status["FilterPolicy default/orders-auth"];
+        Ok(if s["reason"] == "Invalid" {
+            Ok(s["message"].as_str().unwrap_or_default().to_string())
+        } else {
+            Err(format!("orders-auth: {s}"))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("broken orders-auth not reported: {e:#}"));
+    println!("broken orders-auth reported after {took:?}: {message}");
+    assert!(message.contains("denyIfNoConsumer"), "{message}");
+    assert!(
+        message.contains("last valid version keeps serving"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(get(&gw, DEMO_HOST, "/orders", &[]).await.status, 401);
+    let r = get(&gw, DEMO_HOST, "/orders", &[RICK]).await;
+    assert_eq!(r.backend().header("x-greeting"), Some("hello, rick"));
 }
 
 /// Per iteration of the race test: what the no-key client saw.

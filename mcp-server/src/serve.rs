@@ -17,13 +17,13 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
 use crate::metrics::{Metrics, SourceLabel};
-use crate::model::ObjectRef;
+use crate::model::{Object, ObjectRef};
 use crate::publish;
 use crate::snapshot::Snapshot;
 use crate::source::LoadError;
 use crate::source::dir::{DirSource, DirView};
 use crate::xds;
-use htnn_translators::Status;
+use htnn_translators::{Reason, Status};
 
 pub type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -90,6 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         opts,
         errors: BTreeSet::new(),
         statuses: BTreeMap::new(),
+        last_valid: BTreeMap::new(),
     };
     std::thread::Builder::new()
         .name("htnn-dir-source".into())
@@ -118,6 +119,8 @@ struct Publisher {
     opts: htnn_translators::Options,
     errors: BTreeSet<LoadError>,
     statuses: BTreeMap<ObjectRef, Status>,
+    /// The last version of each HTNN object that was not `Invalid`.
+    last_valid: BTreeMap<ObjectRef, Object>,
 }
 
 /// Loads the directory, publishes, then reloads on every (debounced) change. Returns when
@@ -178,6 +181,7 @@ impl Publisher {
             opts,
             errors,
             statuses,
+            last_valid,
         } = self;
         // Log each error once, when it appears, not on every reload.
         let current: BTreeSet<LoadError> = view.errors.iter().cloned().collect();
@@ -196,7 +200,7 @@ impl Publisher {
         }
         *errors = current;
 
-        let output = htnn_translators::translate(&view.objects, opts);
+        let output = translate_keeping_last_valid(&view.objects, opts, last_valid);
         for (id, status) in &output.statuses {
             if statuses.get(id) != Some(status) {
                 if status.is_accepted() {
@@ -242,4 +246,116 @@ fn status_json(statuses: &BTreeMap<ObjectRef, Status>) -> serde_json::Value {
         out.insert(id.to_string(), serde_json::to_value(s).unwrap_or_default());
     }
     serde_json::Value::Object(out)
+}
+
+/// Translates, but an HTNN object that became `Invalid` keeps serving its last valid version
+/// (reported as Invalid all the same): a typo in a policy must not silently drop the
+/// protection it gave. This is what HTNN users get from its validating webhook, which rejects
+/// the bad update and leaves the previous object in place.
+fn translate_keeping_last_valid(
+    objects: &BTreeMap<ObjectRef, Object>,
+    opts: &htnn_translators::Options,
+    last_valid: &mut BTreeMap<ObjectRef, Object>,
+) -> htnn_translators::Output {
+    let mut output = htnn_translators::translate(objects, opts);
+    let fallbacks: Vec<(ObjectRef, Status)> = output
+        .statuses
+        .iter()
+        .filter(|(id, s)| s.reason == Reason::Invalid && objects.get(*id) != last_valid.get(*id))
+        .filter(|(id, _)| last_valid.contains_key(*id))
+        .map(|(id, s)| (id.clone(), s.clone()))
+        .collect();
+    if !fallbacks.is_empty() {
+        let mut input = objects.clone();
+        for (id, _) in &fallbacks {
+            input.insert(id.clone(), last_valid[id].clone());
+        }
+        output = htnn_translators::translate(&input, opts);
+        for (id, mut status) in fallbacks {
+            status
+                .message
+                .push_str(" (the last valid version keeps serving)");
+            output.statuses.insert(id, status);
+        }
+    }
+    last_valid.retain(|id, _| objects.contains_key(id));
+    for (id, status) in &output.statuses {
+        if status.reason != Reason::Invalid
+            && let Some(obj) = objects.get(id)
+        {
+            last_valid.insert(id.clone(), obj.clone());
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use htnn_translators::parse::parse_file;
+
+    const BASE: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec: {gateways: [istio-system/gw], hosts: [a], http: [{name: r, route: [{destination: {host: a}}]}]}
+---
+apiVersion: htnn.mosn.io/v1
+kind: FilterPolicy
+metadata: {name: p}
+spec:
+  targetRef: {group: networking.istio.io, kind: VirtualService, name: vs}
+  filters: {limitReq: {config: {average: AVERAGE}}}
+";
+
+    fn objects(average: &str) -> BTreeMap<ObjectRef, Object> {
+        parse_file(&BASE.replace("AVERAGE", average), false)
+            .into_iter()
+            .map(|o| o.unwrap())
+            .map(|o| (o.id.clone(), o))
+            .collect()
+    }
+
+    fn route_filter(out: &htnn_translators::Output) -> Option<String> {
+        out.objects
+            .iter()
+            .find(|(id, _)| id.name == "htnn-route.default.vs")
+            .map(|(_, o)| o.spec_json().to_string())
+    }
+
+    #[test]
+    fn an_invalid_edit_keeps_the_last_valid_version_serving() {
+        let opts = htnn_translators::Options::default();
+        let mut last_valid = BTreeMap::new();
+        let good = translate_keeping_last_valid(&objects("5"), &opts, &mut last_valid);
+        let served = route_filter(&good).expect("policy served");
+        assert!(served.contains(r#"\"average\":5"#), "{served}");
+
+        let bad = translate_keeping_last_valid(&objects("lots"), &opts, &mut last_valid);
+        assert_eq!(route_filter(&bad).as_deref(), Some(served.as_str()));
+        let status = bad.statuses.values().next().unwrap();
+        assert_eq!(status.reason, Reason::Invalid);
+        assert!(
+            status
+                .message
+                .ends_with("(the last valid version keeps serving)"),
+            "{}",
+            status.message
+        );
+
+        let fixed = translate_keeping_last_valid(&objects("7"), &opts, &mut last_valid);
+        assert!(route_filter(&fixed).unwrap().contains(r#"\"average\":7"#));
+        assert!(fixed.statuses.values().all(Status::is_accepted));
+
+        // Once deleted, a policy is forgotten: re-adding it invalid serves nothing.
+        let mut without = objects("7");
+        without.retain(|id, _| id.kind != "FilterPolicy");
+        translate_keeping_last_valid(&without, &opts, &mut last_valid);
+        let readded = translate_keeping_last_valid(&objects("lots"), &opts, &mut last_valid);
+        assert_eq!(route_filter(&readded), None);
+    }
 }
