@@ -34,13 +34,7 @@ impl Binaries {
     /// relative paths are relative to the repository. Missing binaries are an error that says
     /// how to get them.
     pub fn from_env() -> anyhow::Result<Self> {
-        let root = crate::repo_root();
-        let resolve = |var: &str, default: &str| {
-            let p = std::env::var_os(var)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(default));
-            if p.is_absolute() { p } else { root.join(p) }
-        };
+        let resolve = crate::path_from_env;
         let htnn = resolve("HTNN_BIN", "target/debug/htnn");
         let istiod = resolve("HTNN_ISTIOD_BIN", ".cache/istiod/bin/pilot-discovery");
         let kube_apiserver = resolve("HTNN_KUBE_APISERVER_BIN", ".cache/kube/bin/kube-apiserver");

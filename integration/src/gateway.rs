@@ -64,13 +64,7 @@ impl GatewayBinaries {
     /// `target/debug`), relative to the repository unless absolute. Fails, saying how to get
     /// them, when Envoy or `<module dir>/libhtnn.so` is missing.
     pub fn from_env() -> anyhow::Result<Self> {
-        let root = crate::repo_root();
-        let resolve = |var: &str, default: &str| {
-            let p = std::env::var_os(var)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(default));
-            if p.is_absolute() { p } else { root.join(p) }
-        };
+        let resolve = crate::path_from_env;
         let envoy = resolve("ENVOY_BIN", ".venv/bin/envoy");
         let module_dir = resolve("HTNN_MODULE_DIR", "target/debug");
         let mut missing = Vec::new();

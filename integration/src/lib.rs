@@ -39,6 +39,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The repository root (the workspace directory).
+/// The path in environment variable `var`, else `default`; relative paths are relative to the
+/// repository.
+pub fn path_from_env(var: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    if p.is_absolute() {
+        p
+    } else {
+        repo_root().join(p)
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
