@@ -65,6 +65,13 @@ e2e-istiod: istiod kube build
 e2e-dataplane: envoy build
 	$(CARGO) test -p htnn-envoy-module --test dataplane
 
+## Data-plane benchmark, not part of `make test` (~2.5 min): Envoy CPU per request with no
+## filter, a native filter, Lua and libhtnn.so (release build). Installs wrk from Debian if missing.
+bench-dataplane: envoy
+	command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk)
+	$(CARGO) build --release -p htnn-envoy-module --lib --example bench_dataplane
+	HTNN_MODULE_DIR=$(CURDIR)/target/release $(CARGO) run --release -p htnn-envoy-module --example bench_dataplane
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -140,10 +140,11 @@ impl Consumer {
 
 type ByKey = HashMap<String, Arc<Consumer>>;
 
-/// namespace → plugin → index key → consumer. Immutable; replaced as a whole.
+/// namespace → plugin → index key → consumer. Immutable; replaced as a whole. The few consumer
+/// plugins of a namespace sit in a small vector (a scan is cheaper than hashing their name).
 #[derive(Default, Debug)]
 pub struct ConsumerIndex {
-    by_namespace: HashMap<String, HashMap<&'static str, ByKey>>,
+    by_namespace: HashMap<String, Vec<(&'static str, ByKey)>>,
     count: usize,
 }
 
@@ -197,7 +198,14 @@ impl ConsumerIndex {
             .entry(consumer.namespace.clone())
             .or_default();
         for (plugin, cred) in &consumer.auth {
-            let by_key = ns.entry(plugin).or_default();
+            let at = match ns.iter().position(|(p, _)| p == plugin) {
+                Some(at) => at,
+                None => {
+                    ns.push((plugin, ByKey::default()));
+                    ns.len() - 1
+                }
+            };
+            let by_key = &mut ns[at].1;
             if let Some(existing) = by_key.get(&cred.key) {
                 problems.push(ConfigError::Consumer {
                     namespace: consumer.namespace.clone(),
@@ -218,7 +226,12 @@ impl ConsumerIndex {
     }
 
     pub fn lookup(&self, namespace: &str, plugin: &str, key: &str) -> Option<&Arc<Consumer>> {
-        self.by_namespace.get(namespace)?.get(plugin)?.get(key)
+        self.by_namespace
+            .get(namespace)?
+            .iter()
+            .find(|(p, _)| *p == plugin)?
+            .1
+            .get(key)
     }
 
     /// Number of consumers indexed.

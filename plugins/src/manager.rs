@@ -251,6 +251,8 @@ struct Slot {
     key: OrderKey,
     filter: Box<dyn Filter>,
     poisoned: bool,
+    /// [`crate::Plugin::response_hooks`].
+    responds: bool,
 }
 
 impl Slot {
@@ -259,6 +261,7 @@ impl Slot {
             key: p.key,
             filter: p.config.clone().create_filter(),
             poisoned: false,
+            responds: p.plugin.response_hooks(),
         }
     }
 }
@@ -277,6 +280,8 @@ pub struct FilterManager {
     encode: DirState,
     /// Slot index of the last Authn plugin of the initial chain, until the override ran.
     override_at: Option<usize>,
+    /// Some plugin has response hooks; otherwise the response path is skipped.
+    responds: bool,
     finished: bool,
     logged: bool,
 }
@@ -312,6 +317,7 @@ impl FilterManager {
         let override_at = slots
             .iter()
             .rposition(|s| s.key.position == Position::Authn);
+        let responds = slots.iter().any(|s| s.responds);
         FilterManager {
             slots,
             req: RequestState {
@@ -323,6 +329,7 @@ impl FilterManager {
             decode: DirState::default(),
             encode: DirState::default(),
             override_at,
+            responds,
             finished: false,
             logged: false,
         }
@@ -365,17 +372,28 @@ impl FilterManager {
     }
 
     pub fn encode_headers(&mut self, host: &mut dyn Host, end_stream: bool) -> Action {
+        if !self.responds {
+            // No plugin has response hooks: the whole response path is a no-op.
+            return Action::Continue;
+        }
         self.encode.headers_in = true;
         self.encode.headers_end = end_stream;
         self.drive(Direction::Encode, host)
     }
 
     pub fn encode_data(&mut self, host: &mut dyn Host, end_stream: bool) -> Action {
+        if !self.encode.headers_in {
+            // The response path was skipped (see `encode_headers`): nothing can run.
+            return Action::Continue;
+        }
         self.encode.on_data(end_stream);
         self.drive(Direction::Encode, host)
     }
 
     pub fn encode_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if !self.encode.headers_in {
+            return Action::Continue;
+        }
         self.encode.on_trailers();
         self.drive(Direction::Encode, host)
     }
@@ -480,6 +498,7 @@ impl FilterManager {
         tail.extend(consumer.filters().iter().map(Slot::new));
         tail.sort_by_key(|s| s.key);
         self.slots.append(&mut tail);
+        self.responds = self.slots.iter().any(|s| s.responds);
     }
 
     fn slot_index(&self, dir: Direction, position: usize) -> usize {
@@ -676,6 +695,7 @@ mod tests {
     struct Rec {
         name: &'static str,
         order: Order,
+        responds: bool,
     }
 
     impl Plugin for Rec {
@@ -685,6 +705,9 @@ mod tests {
         fn order(&self) -> Order {
             self.order
         }
+        fn response_hooks(&self) -> bool {
+            self.responds
+        }
         fn parse_config(&self, _: &Value) -> Result<Arc<dyn PluginConfig>, FieldError> {
             Err(FieldError::root("test plugin"))
         }
@@ -693,30 +716,37 @@ mod tests {
     static A: Rec = Rec {
         name: "a",
         order: Order::new(Position::Authz),
+        responds: true,
     };
     static B: Rec = Rec {
         name: "b",
         order: Order::new(Position::Traffic),
+        responds: true,
     };
     static C: Rec = Rec {
         name: "c",
         order: Order::new(Position::Unspecified),
+        responds: true,
     };
     static D: Rec = Rec {
         name: "d",
         order: Order::new(Position::BeforeUpstream),
+        responds: true,
     };
     static E: Rec = Rec {
         name: "e",
         order: Order::new(Position::Stats),
+        responds: true,
     };
     static FIRST: Rec = Rec {
         name: "z-first",
         order: Order::first(Position::Traffic),
+        responds: true,
     };
     static LAST: Rec = Rec {
         name: "0-last",
         order: Order::last(Position::Traffic),
+        responds: true,
     };
 
     #[derive(Default, Clone)]
@@ -888,6 +918,50 @@ mod tests {
         );
         assert_eq!(names("on_log"), ["a", "z-first", "b", "0-last", "c", "e"]);
         assert!(got.contains(&"a:decode_headers(end)".to_owned()));
+    }
+
+    static REQ_ONLY: Rec = Rec {
+        name: "req-only",
+        order: Order::new(Position::Authz),
+        responds: false,
+    };
+
+    #[test]
+    fn response_path_is_skipped_only_when_no_plugin_has_response_hooks() {
+        let hooks = |got: &[String]| -> Vec<String> {
+            got.iter()
+                .filter(|l| l.contains(":encode_"))
+                .cloned()
+                .collect()
+        };
+        // Alone, a request-only plugin sees no response hook.
+        let log = Log::default();
+        let c = chain(&log, &[(&REQ_ONLY, s())]);
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        let ex = Driver::new(&mut m, &mut host).run(&[], &[], resp(&[b"r1"]));
+        assert_eq!(ex.downstream_body, b"r1");
+        let got = take(&log);
+        assert!(hooks(&got).is_empty(), "{got:?}");
+        assert!(got.contains(&"req-only:decode_headers(end)".to_owned()));
+        assert!(got.contains(&"req-only:on_log".to_owned()));
+
+        // Next to a plugin with response hooks, every plugin's hooks run as usual.
+        let c = chain(&log, &[(&REQ_ONLY, s()), (&B, s())]);
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        Driver::new(&mut m, &mut host).run(&[], &[], resp(&[b"r1"]));
+        let got = take(&log);
+        assert_eq!(
+            hooks(&got),
+            [
+                "b:encode_headers",
+                "req-only:encode_headers",
+                "b:encode_data(r1,end)",
+                "req-only:encode_data(r1,end)"
+            ],
+            "{got:?}"
+        );
     }
 
     #[test]

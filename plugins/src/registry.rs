@@ -96,6 +96,13 @@ pub trait Plugin: Send + Sync + 'static {
     fn is_consumer_plugin(&self) -> bool {
         false
     }
+    /// Whether this plugin's [`Filter`] overrides any response hook (`encode_*`). A plugin that
+    /// only acts on the request returns `false`: when no plugin of a chain needs the response,
+    /// the filter manager skips the response path altogether. (HTNN's Go filter manager finds
+    /// this out by reflection; here the plugin says so.)
+    fn response_hooks(&self) -> bool {
+        true
+    }
     /// Parses and validates a route/gateway-level config. Called once per config, on the
     /// control plane to validate and on the data plane at config time.
     fn parse_config(&self, config: &Value) -> Result<Arc<dyn PluginConfig>, FieldError>;

@@ -5,7 +5,9 @@
 //!   same shape; route plugins win over same-named gateway plugins.
 //! - `htnn.consumers` ([`CONSUMER_FILTER`]): the consumer carrier. Its config holds every
 //!   consumer of every namespace ([`htnn_plugins::consumer`] documents the shape); creating it
-//!   swaps the process-wide [`consumer_store`] atomically. Its streams pass through.
+//!   swaps the process-wide [`consumer_store`] atomically. Its streams pass through without any
+//!   per-stream state. It may (and, for speed, should) be configured `disabled: true`: Envoy still
+//!   hands a disabled-by-default filter its config but then creates no per-stream instance.
 //!
 //! The bytes arrive as JSON whether the xDS config used `google.protobuf.StringValue` (raw
 //! bytes), `google.protobuf.Struct` or `xds.type.v3.TypedStruct` (Envoy serialises both to JSON).

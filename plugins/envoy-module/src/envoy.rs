@@ -31,7 +31,7 @@ impl EnvoyFilter {
     }
 
     /// Value at `index` of `key` plus the total number of values, copied.
-    fn header_at(&self, kind: HeaderType, key: &str, index: usize) -> Option<(Vec<u8>, usize)> {
+    pub fn header_at(&self, kind: HeaderType, key: &str, index: usize) -> Option<(Vec<u8>, usize)> {
         // SAFETY: copied before any other call into Envoy.
         unsafe { self.header_ref(kind, key, index) }.map(|(v, n)| (v.to_vec(), n))
     }
@@ -260,8 +260,14 @@ impl EnvoyFilter {
     }
 
     pub fn attribute_string(&self, id: AttributeId) -> Option<String> {
+        self.with_attribute(id, |b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// Runs `f` over a string attribute without copying it. `f` must not call into Envoy (the
+    /// bytes are Envoy's and only guaranteed until the next call).
+    pub fn with_attribute<R>(&self, id: AttributeId, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let mut out = EnvoyBuffer::null();
-        // SAFETY: valid filter pointer; result copied right away.
+        // SAFETY: valid filter pointer.
         let ok = unsafe {
             abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
                 self.raw, id, &mut out,
@@ -270,8 +276,8 @@ impl EnvoyFilter {
         if !ok || out.ptr.is_null() {
             return None;
         }
-        // SAFETY: Envoy-owned bytes valid during this hook.
-        Some(String::from_utf8_lossy(unsafe { out.as_bytes() }).into_owned())
+        // SAFETY: Envoy-owned bytes valid during this hook, used only inside `f`.
+        Some(f(unsafe { out.as_bytes() }))
     }
 
     pub fn attribute_int(&self, id: AttributeId) -> Option<u64> {

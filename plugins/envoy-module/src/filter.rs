@@ -5,7 +5,7 @@
 //! `continue_decoding/encoding`) are made only after the state borrow is released; a hook that
 //! finds the state already borrowed (re-entered) passes the stream through.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -59,7 +59,8 @@ type Completions = Arc<Mutex<HashMap<u64, Result<Completion, String>>>>;
 pub struct HttpFilter {
     config: Arc<FilterConfig>,
     state: RefCell<State>,
-    completions: Completions,
+    /// Created by the first async task of the stream (most streams have none).
+    completions: OnceCell<Completions>,
     #[cfg(feature = "abi-selftest")]
     selftest: Option<crate::selftest::SelfTest>,
 }
@@ -83,7 +84,7 @@ impl HttpFilter {
             selftest: matches!(*config, FilterConfig::SelfTest).then(Default::default),
             config,
             state: RefCell::default(),
-            completions: Completions::default(),
+            completions: OnceCell::new(),
         }
     }
 
@@ -209,11 +210,11 @@ impl HttpFilter {
         if let Some(t) = &self.selftest {
             return t.scheduled(env, event_id);
         }
-        let completion = self
-            .completions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&event_id);
+        let completion = self.completions.get().and_then(|c| {
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&event_id)
+        });
         let completion = match completion {
             None => return,
             Some(Ok(c)) => c,
@@ -363,7 +364,7 @@ impl HttpFilter {
             st.next_event += 1;
             (handle, st.next_event)
         };
-        let completions = self.completions.clone();
+        let completions = self.completions.get_or_init(Completions::default).clone();
         runtime::spawn(task, move |result| {
             completions
                 .lock()

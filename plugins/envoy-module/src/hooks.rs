@@ -57,8 +57,21 @@ unsafe fn bytes<'a>(buf: EnvoyBuffer) -> &'a [u8] {
     unsafe { buf.as_bytes() }
 }
 
+/// The per-stream pointer of filters whose streams pass through untouched (the consumer
+/// carrier): no allocation per stream, and every hook returns at once. Only its address is used.
+static PASS_THROUGH: u8 = 0;
+
+fn pass_through() -> FilterModulePtr {
+    (&raw const PASS_THROUGH).cast()
+}
+
+fn is_pass_through(fm: FilterModulePtr) -> bool {
+    std::ptr::eq(fm, pass_through())
+}
+
 /// # Safety
-/// `fm` must be a pointer returned by `on_http_filter_new` and not yet destroyed.
+/// `fm` must be a pointer returned by `on_http_filter_new` (not [`pass_through`]) and not yet
+/// destroyed.
 unsafe fn filter<'a>(fm: FilterModulePtr) -> &'a HttpFilter {
     // SAFETY: forwarded from the caller; Envoy passes back exactly what we returned.
     unsafe { &*fm.cast::<HttpFilter>() }
@@ -169,7 +182,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             return std::ptr::null();
         }
         // SAFETY: `config` came from config_new (an `Arc<FilterConfig>` Envoy keeps alive while
-        // streams exist); we take our own reference for the stream.
+        // streams exist).
+        let shared = unsafe { &*config.cast::<FilterConfig>() };
+        if matches!(shared, FilterConfig::Consumers(_)) {
+            return pass_through();
+        }
+        // SAFETY: as above; the stream takes its own reference.
         let config = unsafe {
             Arc::increment_strong_count(config.cast::<FilterConfig>());
             Arc::from_raw(config.cast::<FilterConfig>())
@@ -184,7 +202,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(fm: FilterModulePt
         "http_filter_destroy",
         || (),
         || {
-            if !fm.is_null() {
+            if !fm.is_null() && !is_pass_through(fm) {
                 // SAFETY: produced by Box::into_raw in filter_new; Envoy destroys it exactly once,
                 // after the stream is gone (no Envoy callbacks may be used from Drop).
                 drop(unsafe { Box::from_raw(fm.cast_mut().cast::<HttpFilter>()) });
@@ -198,6 +216,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     fe: FilterEnvoyPtr,
     fm: FilterModulePtr,
 ) {
+    if is_pass_through(fm) {
+        return;
+    }
     guard(
         "http_filter_stream_complete",
         || (),
@@ -217,6 +238,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     fm: FilterModulePtr,
     end_of_stream: bool,
 ) -> HeadersStatus {
+    if is_pass_through(fm) {
+        return HeadersStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -232,6 +256,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     fm: FilterModulePtr,
     end_of_stream: bool,
 ) -> BodyStatus {
+    if is_pass_through(fm) {
+        return BodyStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -246,6 +273,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     fe: FilterEnvoyPtr,
     fm: FilterModulePtr,
 ) -> TrailersStatus {
+    if is_pass_through(fm) {
+        return TrailersStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -263,6 +293,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     fm: FilterModulePtr,
     end_of_stream: bool,
 ) -> HeadersStatus {
+    if is_pass_through(fm) {
+        return HeadersStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -278,6 +311,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     fm: FilterModulePtr,
     end_of_stream: bool,
 ) -> BodyStatus {
+    if is_pass_through(fm) {
+        return BodyStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -292,6 +328,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     fe: FilterEnvoyPtr,
     fm: FilterModulePtr,
 ) -> TrailersStatus {
+    if is_pass_through(fm) {
+        return TrailersStatus::Continue;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -309,6 +348,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     fm: FilterModulePtr,
     event_id: u64,
 ) {
+    if is_pass_through(fm) {
+        return;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(
@@ -329,6 +371,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     body_chunks: *const EnvoyBuffer,
     body_chunks_count: usize,
 ) {
+    if is_pass_through(fm) {
+        return;
+    }
     // SAFETY: pointers passed by Envoy for this live stream.
     let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
     guard(

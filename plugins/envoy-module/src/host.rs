@@ -1,7 +1,7 @@
 //! [`htnn_plugins::Host`] over Envoy's callbacks for one stream, valid for one hook invocation.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use htnn_plugins::host::{BodyKind, HeaderMap, Host, LogLevel};
 
@@ -70,17 +70,43 @@ fn text(bytes: Vec<u8>) -> Cow<'static, str> {
     }
 }
 
+/// `ip:port` (or `[ip6]:port`) → the socket address; a bare IP (no port) → `Err(ip)`.
+fn parse_address(bytes: &[u8]) -> Option<Result<SocketAddr, IpAddr>> {
+    let addr = std::str::from_utf8(bytes).ok()?;
+    // Fast path for the usual IPv4 `a.b.c.d:port`.
+    if let Some((ip, port)) = addr.rsplit_once(':')
+        && let (Ok(ip), Ok(port)) = (ip.parse::<Ipv4Addr>(), port.parse::<u16>())
+    {
+        return Some(Ok(SocketAddr::new(IpAddr::V4(ip), port)));
+    }
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Some(Ok(sa));
+    }
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+        .map(Err)
+}
+
 impl Host for EnvoyHost {
     fn header(&self, map: HeaderMap, name: &str) -> Option<Cow<'_, str>> {
         self.env.header(header_type(map), name).map(text)
     }
 
     fn header_values(&self, map: HeaderMap, name: &str) -> Vec<Cow<'_, str>> {
-        self.env
-            .header_values(header_type(map), name)
-            .into_iter()
-            .map(text)
-            .collect()
+        let kind = header_type(map);
+        let Some((first, count)) = self.env.header_at(kind, name, 0) else {
+            return Vec::new();
+        };
+        let mut values = Vec::with_capacity(count.max(1));
+        values.push(text(first));
+        for index in 1..count {
+            if let Some((v, _)) = self.env.header_at(kind, name, index) {
+                values.push(text(v));
+            }
+        }
+        values
     }
 
     fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
@@ -136,15 +162,14 @@ impl Host for EnvoyHost {
     }
 
     fn client_address(&self) -> Option<SocketAddr> {
-        let addr = self.env.attribute_string(AttributeId::SourceAddress)?;
-        if let Ok(sa) = addr.parse::<SocketAddr>() {
-            return Some(sa);
-        }
-        let ip: IpAddr = addr
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()?;
+        // Parsed in place: no copy of Envoy's string (this runs on every limitReq request).
+        let parsed = self
+            .env
+            .with_attribute(AttributeId::SourceAddress, parse_address)??;
+        let ip = match parsed {
+            Ok(sa) => return Some(sa),
+            Err(ip) => ip,
+        };
         let port = self.env.attribute_int(AttributeId::SourcePort).unwrap_or(0);
         Some(SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)))
     }
@@ -173,5 +198,28 @@ impl Host for EnvoyHost {
         self.env
             .attribute_string(AttributeId::XdsRouteName)
             .map(Cow::Owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_envoy_source_addresses() {
+        let sa = |s: &str| Some(Ok(s.parse::<SocketAddr>().unwrap()));
+        assert_eq!(parse_address(b"10.1.2.3:4567"), sa("10.1.2.3:4567"));
+        assert_eq!(parse_address(b"[::1]:80"), sa("[::1]:80"));
+        assert_eq!(
+            parse_address(b"[fe80::1]"),
+            Some(Err("fe80::1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_address(b"10.1.2.3"),
+            Some(Err("10.1.2.3".parse().unwrap()))
+        );
+        assert_eq!(parse_address(b"10.1.2.3:99999"), None);
+        assert_eq!(parse_address(b"pipe:/x"), None);
+        assert_eq!(parse_address(b"\xff"), None);
     }
 }

@@ -365,6 +365,43 @@ fn key_auth_and_consumer_restriction() {
     assert_eq!(r.status, 403, "{r:?}");
 }
 
+/// The carrier's streams pass through, so it may be `disabled: true`: Envoy still hands a
+/// disabled-by-default filter its config (the consumers get installed) but then creates no
+/// per-stream instance of it, which saves a filter's worth of work on every request.
+#[test]
+fn consumer_carrier_works_disabled_by_default() {
+    let backend = EchoBackend::start();
+    let ports = Ports::new();
+    let mut config = bootstrap(backend.port, &ports);
+    let mut carriers = 0;
+    for listener in config["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+    {
+        let filters =
+            &mut listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+        for f in filters.as_array_mut().expect("http_filters") {
+            if f["name"] == "htnn.consumers" {
+                f["disabled"] = json!(true);
+                carriers += 1;
+            }
+        }
+    }
+    assert_eq!(carriers, 2, "every carrier is disabled");
+    let _envoy = Envoy::start(&config, ports.admin);
+    let r = get(ports.main, "/key", &[("x-api-key", "rick-key")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("x-echo-h-x-gateway-demo"),
+        Some("hello, rick"),
+        "{r:?}"
+    );
+    assert_eq!(
+        get(ports.main, "/key", &[("x-api-key", "wrong")]).status,
+        401
+    );
+}
+
 #[test]
 fn basic_auth() {
     let gw = Gateway::start();

@@ -40,6 +40,9 @@ impl Plugin for BasicAuth {
     fn name(&self) -> &'static str {
         NAME
     }
+    fn response_hooks(&self) -> bool {
+        false
+    }
     fn order(&self) -> Order {
         Order::new(Position::Authn)
     }

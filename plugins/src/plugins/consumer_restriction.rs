@@ -87,6 +87,9 @@ impl Plugin for ConsumerRestriction {
     fn name(&self) -> &'static str {
         "consumerRestriction"
     }
+    fn response_hooks(&self) -> bool {
+        false
+    }
     fn order(&self) -> Order {
         Order::new(Position::Authz)
     }

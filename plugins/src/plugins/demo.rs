@@ -1,6 +1,9 @@
 //! `demo`: adds request header `<hostName>: hello, <guest>` where the guest is the Envoy filter
 //! state `guest_name`, else the consumer's name, else empty.
 //!
+//! The header is added (appended), as HTNN's `headers.Add`: replacing would make Envoy look the
+//! name up first, which for a non-inline header builds the header map's lookup index.
+//!
 //! Config: `{"hostName": "<header name>"}` (required, a valid header name).
 
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use serde_json::Value;
 
 use crate::config::{self, FieldError};
 use crate::filter::{Ctx, Filter, Status};
+use crate::host::HeaderMap;
 use crate::registry::{Plugin, PluginConfig};
 
 pub struct Demo;
@@ -23,6 +27,9 @@ struct DemoConfig {
 impl Plugin for Demo {
     fn name(&self) -> &'static str {
         "demo"
+    }
+    fn response_hooks(&self) -> bool {
+        false
     }
     fn parse_config(&self, config: &Value) -> Result<Arc<dyn PluginConfig>, FieldError> {
         let mut c: DemoConfig = config::from_value(config)?;
@@ -54,15 +61,32 @@ struct DemoFilter(Arc<DemoConfig>);
 
 impl Filter for DemoFilter {
     fn decode_headers(&mut self, ctx: &mut Ctx<'_>, _end_stream: bool) -> Status {
-        let guest = match ctx.filter_state("guest_name") {
-            Some(g) => String::from_utf8_lossy(&g).into_owned(),
-            None => ctx
-                .consumer()
-                .map(|c| c.name().to_owned())
-                .unwrap_or_default(),
+        const HELLO: &str = "hello, ";
+        let state = ctx.filter_state("guest_name").map(|g| {
+            String::from_utf8(g.into_owned())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
+        let consumer = match state {
+            None => ctx.consumer().cloned(),
+            Some(_) => None,
         };
-        let value = format!("hello, {guest}");
-        ctx.set_request_header(&self.0.host_name, &value);
+        let guest = state
+            .as_deref()
+            .or(consumer.as_ref().map(|c| c.name()))
+            .unwrap_or("");
+        // The value is built on the stack when it fits (it nearly always does).
+        let mut buf = [0u8; 96];
+        let owned;
+        let value = if HELLO.len() + guest.len() <= buf.len() {
+            let n = HELLO.len() + guest.len();
+            buf[..HELLO.len()].copy_from_slice(HELLO.as_bytes());
+            buf[HELLO.len()..n].copy_from_slice(guest.as_bytes());
+            std::str::from_utf8(&buf[..n]).unwrap_or(HELLO)
+        } else {
+            owned = format!("{HELLO}{guest}");
+            owned.as_str()
+        };
+        ctx.add_header(HeaderMap::RequestHeaders, &self.0.host_name, value);
         Status::Continue
     }
 }
@@ -98,6 +122,24 @@ mod tests {
                 .unwrap()
                 .contains(&("x-host".into(), "hello, ".into()))
         );
+    }
+
+    #[test]
+    fn appends_like_htnn_headers_add() {
+        let chain = FilterChainConfig::parse(
+            &json!({"plugins": [{"name": "demo", "config": {"hostName": "x-host"}}]}),
+        )
+        .unwrap();
+        let mut host = MockHost::request("GET", "/").with_header("x-host", "client");
+        let mut m = FilterManager::new(Some(&chain), None, None);
+        let ex = Driver::new(&mut m, &mut host).run(&[], &[], None);
+        let h = ex.upstream_headers.unwrap();
+        let values: Vec<&str> = h
+            .iter()
+            .filter(|(k, _)| k == "x-host")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(values, ["client", "hello, "], "{h:?}");
     }
 
     #[test]

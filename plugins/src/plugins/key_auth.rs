@@ -9,6 +9,7 @@
 //! at all → the request continues without a consumer (HTNN ≥ #773; combine with
 //! `consumerRestriction` to require one).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -57,6 +58,9 @@ pub struct KeyAuthConsumer {
 impl Plugin for KeyAuth {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn response_hooks(&self) -> bool {
+        false
     }
     fn order(&self) -> Order {
         Order::new(Position::Authn)
@@ -108,21 +112,21 @@ struct KeyAuthFilter(Arc<KeyAuthConfig>);
 impl Filter for KeyAuthFilter {
     fn decode_headers(&mut self, ctx: &mut Ctx<'_>, _end_stream: bool) -> Status {
         for key in &self.0.keys {
-            let mut values: Vec<String> = match key.source {
-                Source::Header => ctx
-                    .header_values(HeaderMap::RequestHeaders, &key.name)
-                    .into_iter()
-                    .map(|v| v.into_owned())
-                    .collect(),
-                Source::Query => ctx.query_values(&key.name),
+            let presented: String = {
+                let mut values: Vec<Cow<'_, str>> = match key.source {
+                    Source::Header => ctx.header_values(HeaderMap::RequestHeaders, &key.name),
+                    Source::Query => ctx
+                        .query_values(&key.name)
+                        .into_iter()
+                        .map(Cow::Owned)
+                        .collect(),
+                };
+                match values.len() {
+                    0 => continue,
+                    1 => values.swap_remove(0).into_owned(),
+                    _ => return Status::LocalReply(LocalReply::msg(401, "duplicate key found")),
+                }
             };
-            if values.is_empty() {
-                continue;
-            }
-            if values.len() > 1 {
-                return Status::LocalReply(LocalReply::msg(401, "duplicate key found"));
-            }
-            let presented = values.swap_remove(0);
             let consumer = ctx.lookup_consumer(NAME, &presented);
             let valid = consumer
                 .as_ref()

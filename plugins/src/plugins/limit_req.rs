@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,28 @@ struct LimitReqConfig {
     limiter: Limiter,
 }
 
+/// What a request is limited by. Client IPs are kept as addresses: no formatting or allocation
+/// on the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BucketKey<'a> {
+    Ip(IpAddr),
+    Str(&'a str),
+}
+
+/// The buckets of one shard. Two maps so that a lookup borrows the request's key and only a new
+/// key is copied.
+#[derive(Default)]
+struct Shard {
+    by_ip: HashMap<IpAddr, Bucket>,
+    by_str: HashMap<String, Bucket>,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.by_ip.len() + self.by_str.len()
+    }
+}
+
 /// The token buckets of one config, sharded to keep lock contention between workers low.
 struct Limiter {
     /// Tokens per second.
@@ -73,7 +96,7 @@ struct Limiter {
     burst: f64,
     max_delay: Duration,
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<String, Bucket>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,25 +125,52 @@ impl Limiter {
             burst: f64::from(burst),
             max_delay,
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 
-    fn take(&self, key: &str, now: Instant) -> Decision {
+    #[cfg(test)]
+    fn take_str(&self, key: &str, now: Instant) -> Decision {
+        self.take(BucketKey::Str(key), now)
+    }
+
+    fn take(&self, key: BucketKey<'_>, now: Instant) -> Decision {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
         // A poisoned lock only means another thread panicked mid-update; the map is still usable.
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(key) && map.len() >= MAX_KEYS_PER_SHARD {
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        // Known key (the common case): one lookup, no allocation.
+        let known = match key {
+            BucketKey::Ip(ip) => shard.by_ip.get_mut(&ip),
+            BucketKey::Str(s) => shard.by_str.get_mut(s),
+        };
+        if let Some(bucket) = known {
+            return self.take_from(bucket, now);
+        }
+        if shard.len() >= MAX_KEYS_PER_SHARD {
             // Forget buckets that are full again: they behave exactly like new ones.
-            map.retain(|_, b| self.refilled(b, now) < self.burst);
-            if map.len() >= MAX_KEYS_PER_SHARD {
-                map.clear();
+            shard
+                .by_ip
+                .retain(|_, b| self.refilled(b, now) < self.burst);
+            shard
+                .by_str
+                .retain(|_, b| self.refilled(b, now) < self.burst);
+            if shard.len() >= MAX_KEYS_PER_SHARD {
+                shard.by_ip.clear();
+                shard.by_str.clear();
             }
         }
-        let bucket = map.entry(key.to_owned()).or_insert(Bucket {
+        let new = Bucket {
             tokens: self.burst,
             last: now,
-        });
+        };
+        let bucket = match key {
+            BucketKey::Ip(ip) => shard.by_ip.entry(ip).or_insert(new),
+            BucketKey::Str(s) => shard.by_str.entry(s.to_owned()).or_insert(new),
+        };
+        self.take_from(bucket, now)
+    }
+
+    fn take_from(&self, bucket: &mut Bucket, now: Instant) -> Decision {
         bucket.tokens = self.refilled(bucket, now);
         bucket.last = now.max(bucket.last);
         bucket.tokens -= 1.0;
@@ -145,6 +195,9 @@ impl Limiter {
 impl Plugin for LimitReq {
     fn name(&self) -> &'static str {
         "limitReq"
+    }
+    fn response_hooks(&self) -> bool {
+        false
     }
     fn order(&self) -> Order {
         Order::new(Position::Traffic)
@@ -188,16 +241,17 @@ struct LimitReqFilter(Arc<LimitReqConfig>);
 impl Filter for LimitReqFilter {
     fn decode_headers(&mut self, ctx: &mut Ctx<'_>, _end_stream: bool) -> Status {
         let from_header = match &self.0.key {
-            KeySource::Header(name) => ctx
-                .request_header(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.into_owned()),
+            KeySource::Header(name) => ctx.request_header(name).filter(|v| !v.is_empty()),
             KeySource::ClientIp => None,
         };
-        let key = from_header
-            .or_else(|| ctx.client_address().map(|a| a.ip().to_string()))
-            .unwrap_or_default();
-        match self.0.limiter.take(&key, Instant::now()) {
+        let key = match &from_header {
+            Some(v) => BucketKey::Str(v),
+            None => match ctx.client_address() {
+                Some(a) => BucketKey::Ip(a.ip()),
+                None => BucketKey::Str(""),
+            },
+        };
+        match self.0.limiter.take(key, Instant::now()) {
             Decision::Allow => Status::Continue,
             Decision::Delay(d) => {
                 Status::Pending(Pending::after(d, Resume::with(Status::Continue)))
@@ -219,22 +273,22 @@ mod tests {
         let t0 = Instant::now();
         // 10/s, burst 2: interval 100 ms, max delay 50 ms.
         let l = Limiter::new(10, Duration::from_secs(1), 2);
-        assert_eq!(l.take("a", t0), Decision::Allow);
-        assert_eq!(l.take("a", t0), Decision::Allow);
-        assert_eq!(l.take("a", t0), Decision::Reject);
-        assert_eq!(l.take("b", t0), Decision::Allow);
+        assert_eq!(l.take_str("a", t0), Decision::Allow);
+        assert_eq!(l.take_str("a", t0), Decision::Allow);
+        assert_eq!(l.take_str("a", t0), Decision::Reject);
+        assert_eq!(l.take_str("b", t0), Decision::Allow);
         // 60 ms later 0.6 tokens: the next one is 40 ms away → delayed.
-        match l.take("a", t0 + Duration::from_millis(60)) {
+        match l.take_str("a", t0 + Duration::from_millis(60)) {
             Decision::Delay(d) => assert!((d.as_secs_f64() - 0.04).abs() < 1e-6, "{d:?}"),
             other => panic!("{other:?}"),
         }
         // The delayed request consumed the token.
         assert_eq!(
-            l.take("a", t0 + Duration::from_millis(60)),
+            l.take_str("a", t0 + Duration::from_millis(60)),
             Decision::Reject
         );
         assert_eq!(
-            l.take("a", t0 + Duration::from_millis(400)),
+            l.take_str("a", t0 + Duration::from_millis(400)),
             Decision::Allow
         );
     }
@@ -244,13 +298,13 @@ mod tests {
         let t0 = Instant::now();
         let l = Limiter::new(1, Duration::from_secs(2), 1);
         assert_eq!(l.max_delay, Duration::from_millis(500));
-        assert_eq!(l.take("a", t0), Decision::Allow);
+        assert_eq!(l.take_str("a", t0), Decision::Allow);
         assert_eq!(
-            l.take("a", t0 + Duration::from_millis(1000)),
+            l.take_str("a", t0 + Duration::from_millis(1000)),
             Decision::Reject
         );
         assert!(matches!(
-            l.take("a", t0 + Duration::from_millis(1600)),
+            l.take_str("a", t0 + Duration::from_millis(1600)),
             Decision::Delay(_)
         ));
     }
@@ -260,7 +314,9 @@ mod tests {
         let t0 = Instant::now();
         let l = Limiter::new(1000, Duration::from_secs(1), 1);
         for i in 0..(SHARDS * MAX_KEYS_PER_SHARD * 2) {
-            l.take(&i.to_string(), t0 + Duration::from_secs(1));
+            l.take_str(&i.to_string(), t0 + Duration::from_secs(1));
+            let ip = IpAddr::from(u32::try_from(i).unwrap().to_be_bytes());
+            l.take(BucketKey::Ip(ip), t0 + Duration::from_secs(1));
         }
         let total: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(total <= SHARDS * MAX_KEYS_PER_SHARD);

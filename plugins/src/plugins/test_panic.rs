@@ -20,6 +20,9 @@ impl Plugin for TestPanic {
     fn name(&self) -> &'static str {
         "testPanic"
     }
+    fn response_hooks(&self) -> bool {
+        false
+    }
     fn parse_config(&self, config: &Value) -> Result<Arc<dyn PluginConfig>, FieldError> {
         let c: TestPanicConfig = config::from_value(config)?;
         Ok(Arc::new(c))
