@@ -221,6 +221,54 @@ async fn policy_edit_reaches_envoy_within_3s() {
     assert_eq!(r.backend().header("x-greeting"), Some("hello, rick"));
 }
 
+/// Consumers travel by ECDS to a carrier filter that is disabled on the request path: a
+/// consumer added later becomes usable, and a removed one stops working, without any route
+/// or listener change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_added_and_removed_later_reach_envoy() {
+    let _serial = SERIAL.lock().await;
+    let gw = start().await;
+    let summer = ("x-api-key", "summer-secret");
+    assert_eq!(get(&gw, DEMO_HOST, "/orders", &[summer]).await.status, 401);
+    let consumer = "apiVersion: htnn.mosn.io/v1
+kind: Consumer
+metadata: {name: summer, namespace: default}
+spec:
+  auth:
+    keyAuth: {config: {key: summer-secret}}
+";
+    gw.env.write_config("45-summer.yaml", consumer).unwrap();
+    let (_, took) = poll_until(PROPAGATION, PROBE_INTERVAL, || async {
+        let r = gw.get(DEMO_HOST, "/orders", &[summer]).await?;
+        Ok(if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {}", r.status))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("new consumer not usable: {e:#}"));
+    println!("new consumer usable after {took:?}");
+    let r = get(&gw, DEMO_HOST, "/orders", &[summer]).await;
+    assert_eq!(r.backend().header("x-greeting"), Some("hello, summer"));
+
+    gw.env.remove_config("45-summer.yaml").unwrap();
+    let (_, took) = poll_until(PROPAGATION, PROBE_INTERVAL, || async {
+        let r = gw.get(DEMO_HOST, "/orders", &[summer]).await?;
+        Ok(if r.status == 401 {
+            Ok(())
+        } else {
+            Err(format!("status {}", r.status))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("removed consumer still accepted: {e:#}"));
+    println!("removed consumer rejected after {took:?}");
+    // The others still authenticate (the polling above may have used up the rate limit).
+    let status = get(&gw, DEMO_HOST, "/orders", &[RICK]).await.status;
+    assert!(status == 200 || status == 429, "rick got {status}");
+}
+
 /// Deleting the policies removes their plugins: no key needed, no greeting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_policies_removes_plugins() {

@@ -63,6 +63,9 @@ pub fn base_spec() -> Value {
         "configPatches": [
             {"applyTo": "HTTP_FILTER", "match": before_router(), "patch": {"operation": "INSERT_BEFORE", "value": {
                 "name": CONSUMER_FILTER,
+                // Only its config matters (Envoy still creates and updates it); disabled, it
+                // costs nothing per request.
+                "disabled": true,
                 "config_discovery": {
                     "config_source": {"ads": {}},
                     "default_config": filter_config(CONSUMER_FILTER, &json!({})),
