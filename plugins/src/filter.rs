@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::callout::Callout;
 use crate::consumer::{Consumer, ConsumerStore};
 use crate::host::{Host, LogLevel};
 
@@ -66,6 +67,9 @@ pub enum Status {
     LocalReply(LocalReply),
     /// The plugin waits for something asynchronous; the chain resumes when the future resolves.
     Pending(Pending),
+    /// The plugin makes an HTTP callout through the host; the chain resumes when the
+    /// callout's continuation returned (see [`crate::callout`]).
+    Callout(Callout),
 }
 
 impl fmt::Debug for Status {
@@ -75,6 +79,7 @@ impl fmt::Debug for Status {
             Status::WaitAllData => f.write_str("WaitAllData"),
             Status::LocalReply(r) => f.debug_tuple("LocalReply").field(r).finish(),
             Status::Pending(p) => f.debug_tuple("Pending").field(p).finish(),
+            Status::Callout(c) => f.debug_tuple("Callout").field(c).finish(),
         }
     }
 }

@@ -8,12 +8,15 @@
 //! - [`config`]: filter-chain documents ([`FilterChainConfig`]), validation, [`ConfigError`].
 //! - [`consumer`]: consumers, the consumer carrier document and the live [`ConsumerStore`].
 //! - [`filter`]: the per-request [`Filter`] trait, [`Status`], [`Ctx`], async [`Pending`].
+//! - [`callout`]: HTTP callouts through the host ([`Callout`], [`CalloutResult`]).
 //! - [`manager`]: the [`FilterManager`] (ordering, buffering, consumer override, panics → 500).
 //! - [`host`]: the [`Host`] trait; [`mock::MockHost`] for tests.
 //! - [`plugins`]: `demo`, `keyAuth`, `basicAuth`, `limitReq`, `consumerRestriction`, and (with
-//!   `HTNN_TEST_PLUGINS=1`, see [`registry::TEST_PLUGINS_ENV`]) `testPanic`, `testBodyHash`.
+//!   `HTNN_TEST_PLUGINS=1`, see [`registry::TEST_PLUGINS_ENV`]) `testPanic`, `testBodyHash`,
+//!   `testCallout`.
 #![forbid(unsafe_code)]
 
+pub mod callout;
 pub mod config;
 pub mod consumer;
 pub mod filter;
@@ -24,6 +27,9 @@ pub mod mock;
 pub mod plugins;
 pub mod registry;
 
+pub use callout::{
+    Callout, CalloutError, CalloutRequest, CalloutResponse, CalloutResult, DEFAULT_CALLOUT_TIMEOUT,
+};
 pub use config::{
     ConfigError, ConfiguredPlugin, FieldError, FilterChainConfig, validate, validate_consumer_auth,
     validate_consumer_filter, validate_filter_config,
@@ -31,7 +37,9 @@ pub use config::{
 pub use consumer::{Consumer, ConsumerCredential, ConsumerIndex, ConsumerStore};
 pub use filter::{Ctx, Filter, LocalReply, Pending, PluginState, ReplyBody, Resume, Status};
 pub use host::{BodyKind, HeaderMap, Host, LogLevel};
-pub use manager::{Action, Completion, Direction, FilterManager, LocalResponse, PendingTask};
+pub use manager::{
+    Action, CalloutTask, Completion, Direction, FilterManager, LocalResponse, PendingTask,
+};
 pub use registry::{Operation, Order, Plugin, PluginConfig, Position};
 
 #[cfg(test)]
@@ -52,5 +60,6 @@ mod tests {
         send::<FilterManager>();
         send::<PendingTask>();
         send::<Completion>();
+        send::<CalloutTask>();
     }
 }

@@ -23,9 +23,13 @@
 //! | `Wait` | StopIteration | StopIterationAndBuffer | StopIteration | nothing |
 //! | `LocalReply` | send it, StopIteration | send it, StopIterationAndBuffer | send it, StopIteration | send it |
 //! | `Pending` | drive it, StopIteration | drive it, StopIterationAndBuffer | drive it, StopIteration | drive it |
+//! | `Callout` | send it, StopIteration | send it, StopIterationAndBuffer | send it, StopIteration | send it |
 //!
 //! "Drive it": wait [`PendingTask::delay`], await [`PendingTask::into_future`] off the worker
 //! thread, then on the stream's worker call [`FilterManager::resume`] with the [`Completion`].
+//! "Send it": start the HTTP callout [`CalloutTask::request`], keep the task, and when the
+//! callout finished (or could not start) call [`FilterManager::resume`] on the stream's worker
+//! with [`CalloutTask::complete`]`(result)`.
 //! Encode-side local replies after the response headers were sent cannot be honoured; the host
 //! should reset the stream instead.
 
@@ -34,6 +38,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::callout::{self, Callout, CalloutRequest, CalloutResult};
 use crate::config::{ConfiguredPlugin, FilterChainConfig};
 use crate::consumer::{Consumer, ConsumerStore};
 use crate::filter::{
@@ -62,6 +67,9 @@ pub enum Action {
     LocalReply(LocalResponse),
     /// Drive this task, then call [`FilterManager::resume`].
     Pending(PendingTask),
+    /// Send this HTTP callout, then call [`FilterManager::resume`] with
+    /// [`CalloutTask::complete`] (also when it could not be started).
+    Callout(CalloutTask),
 }
 
 /// A response to send instead of (or in place of) the upstream's.
@@ -112,7 +120,41 @@ impl std::fmt::Debug for PendingTask {
     }
 }
 
-/// The result of a [`PendingTask`], to be passed to [`FilterManager::resume`] on the stream's
+/// An HTTP callout of one plugin, handed to the host to send. Keep it until the callout finished,
+/// then resume the manager with [`CalloutTask::complete`].
+pub struct CalloutTask {
+    direction: Direction,
+    callout: Callout,
+}
+
+impl CalloutTask {
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+    /// What to send.
+    pub fn request(&self) -> &CalloutRequest {
+        &self.callout.request
+    }
+    /// The completion to pass to [`FilterManager::resume`]: runs the plugin's continuation with
+    /// `result` on the stream's worker thread.
+    pub fn complete(self, result: CalloutResult) -> Completion {
+        Completion {
+            direction: self.direction,
+            resume: callout::resume_with(self.callout, result),
+        }
+    }
+}
+
+impl std::fmt::Debug for CalloutTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalloutTask")
+            .field("direction", &self.direction)
+            .field("request", &self.callout.request)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a [`PendingTask`] (or a [`CalloutTask`]), to be passed to [`FilterManager::resume`] on the stream's
 /// worker thread.
 pub struct Completion {
     direction: Direction,
@@ -578,6 +620,13 @@ impl FilterManager {
                     future: p.future,
                 }));
             }
+            Status::Callout(callout) => {
+                self.dir_mut(dir).pending = Some(step);
+                return Some(Action::Callout(CalloutTask {
+                    direction: dir,
+                    callout,
+                }));
+            }
         }
         None
     }
@@ -682,6 +731,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::callout::{CalloutError, CalloutResponse};
     use crate::config::FieldError;
     use crate::filter::{Pending, Resume};
     use crate::host::BodyKind;
@@ -757,7 +807,37 @@ mod tests {
         reply: Option<&'static str>,
         /// Hook that returns Pending, resolving to Continue (after recording "resumed").
         pending: Option<&'static str>,
+        /// Hook that calls out (`GET /first` on cluster `up`); see [`callout_then`].
+        callout: Option<&'static str>,
         panic: Option<&'static str>,
+    }
+
+    /// Logs `<name>:callout(<status>)`; on `x-panic` panics, on `x-next: <path>` calls out again,
+    /// else sets `x-callout: <status>` and continues. A failed callout answers 503.
+    fn callout_then(
+        log: Log,
+        name: &'static str,
+    ) -> impl FnOnce(&mut Ctx<'_>, CalloutResult) -> Status + Send + 'static {
+        move |ctx, result| match result {
+            Ok(resp) => {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{name}:callout({})", resp.status));
+                if resp.header("x-panic").is_some() {
+                    panic!("boom in callout");
+                }
+                if let Some(next) = resp.header("x-next") {
+                    let req = CalloutRequest::get("up", next);
+                    return Callout::new(req, callout_then(log, name)).into();
+                }
+                ctx.set_request_header("x-callout", &resp.status.to_string());
+                Status::Continue
+            }
+            Err(e) => {
+                log.lock().unwrap().push(format!("{name}:callout({e})"));
+                Status::LocalReply(LocalReply::msg(503, "callout failed"))
+            }
+        }
     }
 
     struct RecConfig {
@@ -798,6 +878,10 @@ mod tests {
                         Status::Continue
                     })
                 }));
+            }
+            if c.script.callout == Some(hook) {
+                let req = CalloutRequest::get("up", "/first").with_timeout(Duration::from_secs(1));
+                return Callout::new(req, callout_then(c.log.clone(), c.name)).into();
             }
             if c.script.wait.contains(&hook) {
                 Status::WaitAllData
@@ -1465,6 +1549,245 @@ mod tests {
             future: p.future,
         };
         assert_eq!(task.delay(), Some(Duration::from_millis(7)));
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> CalloutResult {
+        Ok(CalloutResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: b"ignored".to_vec(),
+        })
+    }
+
+    fn callout_chain(log: &Log, hook: &'static str) -> FilterChainConfig {
+        chain(
+            log,
+            &[
+                (
+                    &A,
+                    Script {
+                        callout: Some(hook),
+                        ..s()
+                    },
+                ),
+                (&B, s()),
+            ],
+        )
+    }
+
+    #[test]
+    fn callout_resumes_the_chain_with_the_response() {
+        let log = Log::default();
+        let c = callout_chain(&log, "decode_headers");
+        // By hand: the host gets the request, holds the body meanwhile, resumes with the result.
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("POST", "/");
+        let Action::Callout(task) = m.decode_headers(&mut host, false) else {
+            panic!()
+        };
+        assert_eq!(task.direction(), Direction::Decode);
+        let req = task.request();
+        assert_eq!(
+            (req.cluster.as_str(), req.timeout, req.body.is_empty()),
+            ("up", Duration::from_secs(1), true)
+        );
+        assert_eq!(
+            req.headers,
+            [
+                (":method".to_owned(), "GET".to_owned()),
+                (":path".to_owned(), "/first".to_owned()),
+                ("host".to_owned(), "up".to_owned())
+            ]
+        );
+        assert!(req.has_required_headers());
+        host.request_body = b"12".to_vec();
+        assert!(matches!(m.decode_data(&mut host, true), Action::Wait));
+        let completion = task.complete(answer(200, &[]));
+        assert_eq!(completion.direction(), Direction::Decode);
+        assert!(matches!(m.resume(&mut host, completion), Action::Continue));
+        assert_eq!(
+            take(&log),
+            [
+                "a:decode_headers",
+                "a:callout(200)",
+                "b:decode_headers",
+                "a:decode_data(12,end)",
+                "b:decode_data(12,end)"
+            ]
+        );
+        assert_eq!(host.request_header("x-callout").as_deref(), Some("200"));
+
+        // Through the driver.
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("POST", "/");
+        let ex = Driver::new(&mut m, &mut host)
+            .with_callouts(|_| answer(201, &[]))
+            .run(&[b"a", b"b"], &[], resp(&[]));
+        assert!(ex.local_reply.is_none());
+        assert_eq!(ex.callouts.len(), 1);
+        assert_eq!(ex.upstream_body, b"ab");
+        assert!(
+            ex.upstream_headers
+                .unwrap()
+                .contains(&("x-callout".into(), "201".into()))
+        );
+    }
+
+    #[test]
+    fn failed_callout_lets_the_plugin_decide() {
+        let log = Log::default();
+        let c = callout_chain(&log, "decode_headers");
+        for err in [
+            CalloutError::Reset,
+            CalloutError::ExceedResponseBufferLimit,
+            CalloutError::StartFailed("no cluster".into()),
+        ] {
+            let mut m = FilterManager::new(Some(&c), None, None);
+            let mut host = MockHost::request("GET", "/");
+            let ex = Driver::new(&mut m, &mut host)
+                .with_callouts(|_| Err(err.clone()))
+                .run(&[], &[], resp(&[]));
+            let r = ex.local_reply.unwrap();
+            assert_eq!(
+                (r.status, r.body.as_slice(), r.plugin),
+                (503, &br#"{"msg":"callout failed"}"#[..], "a")
+            );
+            let got = take(&log);
+            assert_eq!(
+                got[..2],
+                [
+                    "a:decode_headers(end)".to_owned(),
+                    format!("a:callout({err})")
+                ]
+            );
+            assert!(!got.contains(&"b:decode_headers(end)".to_owned()));
+        }
+        // Without a handler the mock fails to start the callout.
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        let ex = Driver::new(&mut m, &mut host).run(&[], &[], None);
+        assert_eq!(ex.local_reply.unwrap().status, 503);
+        assert!(take(&log).contains(&"a:callout(callout not started: no callout handler)".into()));
+    }
+
+    #[test]
+    fn panic_in_callout_continuation_answers_500() {
+        let log = Log::default();
+        let c = callout_chain(&log, "decode_headers");
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        let ex = Driver::new(&mut m, &mut host)
+            .with_callouts(|_| answer(200, &[("x-panic", "1")]))
+            .run(&[], &[], resp(&[]));
+        let r = ex.local_reply.unwrap();
+        assert_eq!((r.status, r.plugin), (500, "a"));
+        assert!(host.logs_contain("htnn plugin a: panic in decode_headers: boom in callout"));
+        // The panicking plugin is not called again.
+        assert_eq!(
+            take(&log),
+            ["a:decode_headers(end)", "a:callout(200)", "b:on_log"]
+        );
+    }
+
+    #[test]
+    fn callout_continuation_may_call_out_again() {
+        let log = Log::default();
+        let c = callout_chain(&log, "decode_headers");
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        let ex = Driver::new(&mut m, &mut host)
+            .with_callouts(|req| {
+                if req.headers.iter().any(|(_, v)| v == "/first") {
+                    answer(200, &[("x-next", "/second")])
+                } else {
+                    answer(202, &[])
+                }
+            })
+            .run(&[], &[], resp(&[]));
+        assert_eq!(ex.callouts.len(), 2);
+        assert!(
+            ex.callouts[1]
+                .headers
+                .contains(&(":path".into(), "/second".into()))
+        );
+        assert!(
+            ex.upstream_headers
+                .unwrap()
+                .contains(&("x-callout".into(), "202".into()))
+        );
+        assert_eq!(
+            take(&log)[..4],
+            [
+                "a:decode_headers(end)",
+                "a:callout(200)",
+                "a:callout(202)",
+                "b:decode_headers(end)"
+            ]
+        );
+    }
+
+    #[test]
+    fn callout_on_encode_and_stale_completion() {
+        let log = Log::default();
+        let c = callout_chain(&log, "encode_headers");
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        assert!(matches!(
+            m.decode_headers(&mut host, true),
+            Action::Continue
+        ));
+        let Action::Callout(task) = m.encode_headers(&mut host, true) else {
+            panic!()
+        };
+        assert_eq!(task.direction(), Direction::Encode);
+        assert!(matches!(
+            m.resume(&mut host, task.complete(answer(200, &[]))),
+            Action::Continue
+        ));
+        assert_eq!(
+            take(&log)[2..],
+            ["b:encode_headers", "a:encode_headers", "a:callout(200)"]
+        );
+
+        // A callout that completes after the stream was answered is ignored.
+        let c = chain(
+            &log,
+            &[
+                (
+                    &A,
+                    Script {
+                        callout: Some("decode_headers"),
+                        ..s()
+                    },
+                ),
+                (
+                    &B,
+                    Script {
+                        reply: Some("encode_headers"),
+                        ..s()
+                    },
+                ),
+            ],
+        );
+        let mut m = FilterManager::new(Some(&c), None, None);
+        let mut host = MockHost::request("GET", "/");
+        let Action::Callout(task) = m.decode_headers(&mut host, true) else {
+            panic!()
+        };
+        // The response arrives anyway (e.g. upstream answered early) and B replies.
+        assert!(matches!(
+            m.encode_headers(&mut host, true),
+            Action::LocalReply(_)
+        ));
+        take(&log);
+        assert!(matches!(
+            m.resume(&mut host, task.complete(answer(200, &[]))),
+            Action::Wait
+        ));
+        assert!(take(&log).is_empty());
     }
 
     fn consumers(doc: Value) -> Arc<ConsumerStore> {

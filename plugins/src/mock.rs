@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use crate::callout::{CalloutError, CalloutRequest, CalloutResult};
 use crate::host::{BodyKind, HeaderMap, Host, LogLevel};
 use crate::manager::{Action, FilterManager, LocalResponse};
 
@@ -201,15 +202,21 @@ pub struct Exchange {
     pub downstream_body: Vec<u8>,
     /// Delays requested by pending tasks.
     pub delays: Vec<Duration>,
+    /// HTTP callouts the plugins made, in order.
+    pub callouts: Vec<CalloutRequest>,
 }
 
+/// Answers the callouts of a [`Driver`] (see [`Driver::with_callouts`]).
+pub type CalloutHandler<'a> = Box<dyn FnMut(&CalloutRequest) -> CalloutResult + 'a>;
+
 /// Plays Envoy's part around a [`FilterManager`]: feeds headers, body chunks and trailers,
-/// buffers on `Wait`, resolves `Pending` tasks with [`block_on`] and resumes, forwards data on
-/// `Continue`. Not a model of every Envoy corner; enough to test the manager's contract.
+/// buffers on `Wait`, resolves `Pending` tasks with [`block_on`] and resumes, answers callouts
+/// with its callout handler and resumes, forwards data on `Continue`. Not a model of every Envoy corner; enough to test the manager's contract.
 pub struct Driver<'a> {
     pub manager: &'a mut FilterManager,
     pub host: &'a mut MockHost,
     pub exchange: Exchange,
+    callouts: Option<CalloutHandler<'a>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -224,7 +231,17 @@ impl<'a> Driver<'a> {
             manager,
             host,
             exchange: Exchange::default(),
+            callouts: None,
         }
+    }
+
+    /// Answers callouts with `handler` (without one, every callout fails to start).
+    pub fn with_callouts(
+        mut self,
+        handler: impl FnMut(&CalloutRequest) -> CalloutResult + 'a,
+    ) -> Self {
+        self.callouts = Some(Box::new(handler));
+        self
     }
 
     /// Sends the request (headers already in the host; `chunks` as body, optional trailers),
@@ -328,6 +345,15 @@ impl<'a> Driver<'a> {
                     let completion = block_on(task.into_future());
                     // The "scheduled" hook: the host body is still what is held.
                     action = self.manager.resume(self.host, completion);
+                }
+                Action::Callout(task) => {
+                    let request = task.request().clone();
+                    let result = match self.callouts.as_mut() {
+                        Some(handler) => handler(&request),
+                        None => Err(CalloutError::StartFailed("no callout handler".to_owned())),
+                    };
+                    self.exchange.callouts.push(request);
+                    action = self.manager.resume(self.host, task.complete(result));
                 }
             }
         }

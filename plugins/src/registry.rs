@@ -123,8 +123,8 @@ pub fn all() -> &'static [&'static dyn Plugin] {
     plugins::ALL
 }
 
-/// Environment variable that registers the test-only plugins (`testPanic`, `testBodyHash`)
-/// when set to `1`. Read once per process: data-plane tests set it for Envoy; in production it
+/// Environment variable that registers the test-only plugins (`testPanic`, `testBodyHash`,
+/// `testCallout`) when set to `1`. Read once per process: data-plane tests set it for Envoy; in production it
 /// is unset, so neither the control plane nor the module accepts those plugins.
 pub const TEST_PLUGINS_ENV: &str = "HTNN_TEST_PLUGINS";
 

@@ -9,9 +9,12 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use htnn_plugins::{Action, Completion, Direction, FilterManager, LocalResponse, PendingTask};
+use htnn_plugins::{
+    Action, CalloutError, CalloutResponse, CalloutResult, CalloutTask, Completion, Direction,
+    FilterManager, LocalResponse, PendingTask,
+};
 
-use crate::abi::{BodyStatus, HeadersStatus, TrailersStatus};
+use crate::abi::{self, BodyStatus, HeadersStatus, TrailersStatus};
 use crate::config::{FilterConfig, MainConfig, Metrics, RouteConfig, consumer_store};
 use crate::envoy::{EnvoyFilter, Scheduler};
 use crate::envoy_log;
@@ -61,8 +64,20 @@ pub struct HttpFilter {
     state: RefCell<State>,
     /// Created by the first async task of the stream (most streams have none).
     completions: OnceCell<Completions>,
+    /// Plugin HTTP callouts in flight. Separate from `state`: Envoy may report a callout done
+    /// while we are starting it (inline failure), i.e. while a hook runs.
+    callouts: RefCell<Callouts>,
     #[cfg(feature = "abi-selftest")]
     selftest: Option<crate::selftest::SelfTest>,
+}
+
+#[derive(Default)]
+struct Callouts {
+    /// By Envoy's callout id.
+    in_flight: HashMap<u64, CalloutTask>,
+    /// `http_callout` is running: a completion for an id we do not know yet lands in `early`.
+    starting: bool,
+    early: Vec<(u64, CalloutResult)>,
 }
 
 #[derive(Default)]
@@ -85,6 +100,7 @@ impl HttpFilter {
             config,
             state: RefCell::default(),
             completions: OnceCell::new(),
+            callouts: RefCell::default(),
         }
     }
 
@@ -260,12 +276,41 @@ impl HttpFilter {
         if let Some(t) = &self.selftest {
             return t.callout_done(env, result, &headers, &body);
         }
-        let _ = (env, result, headers, body);
-        // No plugin starts Envoy HTTP callouts yet (plugins use `Pending` futures instead).
-        envoy_log!(
-            Level::Debug,
-            "htnn: unexpected callout completion {callout_id}"
-        );
+        let result = callout_result(result, headers, body);
+        let task = {
+            let Ok(mut c) = self.callouts.try_borrow_mut() else {
+                return;
+            };
+            match c.in_flight.remove(&callout_id) {
+                Some(task) => task,
+                None if c.starting => {
+                    // Completed inline, before `http_callout` returned its id.
+                    c.early.push((callout_id, result));
+                    return;
+                }
+                None => {
+                    envoy_log!(
+                        Level::Debug,
+                        "htnn: unexpected callout completion {callout_id}"
+                    );
+                    return;
+                }
+            }
+        };
+        if self.state.try_borrow().map_or(true, |st| st.done) {
+            // The stream was answered meanwhile (or we are re-entered): nothing to resume.
+            return;
+        }
+        let direction = task.direction();
+        let v = self.step(env, BodyScope::Buffered, move |m, h| {
+            m.resume(h, task.complete(result))
+        });
+        if v == Verdict::Continue {
+            match direction {
+                Direction::Decode => env.continue_decoding(),
+                Direction::Encode => env.continue_encoding(),
+            }
+        }
     }
 
     /// Fallback after a panic in one of our hooks: answer 500 on the request path (if possible),
@@ -307,40 +352,101 @@ impl HttpFilter {
         scope: BodyScope,
         f: impl FnOnce(&mut FilterManager, &mut EnvoyHost) -> Action,
     ) -> Verdict {
-        let action = {
-            let Ok(mut st) = self.state.try_borrow_mut() else {
-                return Verdict::Continue;
-            };
-            if st.done {
-                return Verdict::Continue;
-            }
-            let Some(manager) = st.manager.as_mut() else {
-                return Verdict::Continue;
-            };
-            let mut host = EnvoyHost::new(env, scope);
-            let action = f(manager, &mut host);
-            if matches!(action, Action::LocalReply(_)) {
-                st.done = true;
-            }
-            action
+        let Some(mut action) = self.run_manager(env, scope, f) else {
+            return Verdict::Continue;
         };
-        match action {
-            Action::Continue => Verdict::Continue,
-            Action::Wait => Verdict::Stop,
-            Action::LocalReply(reply) => {
-                self.send_local_reply(env, &reply);
-                Verdict::StopNoBuffer
-            }
-            Action::Pending(task) => {
-                if let Err(e) = self.spawn(env, task) {
-                    envoy_log!(Level::Error, "htnn: cannot run async plugin work: {e}");
-                    if let Ok(mut st) = self.state.try_borrow_mut() {
-                        st.done = true;
-                    }
-                    self.send_internal_error(env, Direction::Decode);
-                    return Verdict::StopNoBuffer;
+        loop {
+            return match action {
+                Action::Continue => Verdict::Continue,
+                Action::Wait => Verdict::Stop,
+                Action::LocalReply(reply) => {
+                    self.send_local_reply(env, &reply);
+                    Verdict::StopNoBuffer
                 }
-                Verdict::Stop
+                Action::Pending(task) => {
+                    if let Err(e) = self.spawn(env, task) {
+                        envoy_log!(Level::Error, "htnn: cannot run async plugin work: {e}");
+                        if let Ok(mut st) = self.state.try_borrow_mut() {
+                            st.done = true;
+                        }
+                        self.send_internal_error(env, Direction::Decode);
+                        return Verdict::StopNoBuffer;
+                    }
+                    Verdict::Stop
+                }
+                Action::Callout(task) => match self.start_callout(env, task) {
+                    None => Verdict::Stop,
+                    // Failed to start, or finished inline: resume right here.
+                    Some(completion) => {
+                        match self.run_manager(env, scope, move |m, h| m.resume(h, completion)) {
+                            Some(next) => {
+                                action = next;
+                                continue;
+                            }
+                            None => Verdict::Continue,
+                        }
+                    }
+                },
+            };
+        }
+    }
+
+    /// One manager call. `None`: nothing to drive (no manager, done, or re-entered).
+    fn run_manager(
+        &self,
+        env: EnvoyFilter,
+        scope: BodyScope,
+        f: impl FnOnce(&mut FilterManager, &mut EnvoyHost) -> Action,
+    ) -> Option<Action> {
+        let mut st = self.state.try_borrow_mut().ok()?;
+        if st.done {
+            return None;
+        }
+        let manager = st.manager.as_mut()?;
+        let mut host = EnvoyHost::new(env, scope);
+        let action = f(manager, &mut host);
+        if matches!(action, Action::LocalReply(_)) {
+            st.done = true;
+        }
+        Some(action)
+    }
+
+    /// Starts a plugin's HTTP callout. `None`: in flight, `on_callout_done` will resume it.
+    /// `Some`: it could not start or already finished; resume with this completion now.
+    fn start_callout(&self, env: EnvoyFilter, task: CalloutTask) -> Option<Completion> {
+        let req = task.request();
+        let headers: Vec<(String, Vec<u8>)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
+        let timeout_ms = u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut c) = self.callouts.try_borrow_mut() else {
+            let err = CalloutError::StartFailed("re-entered".to_owned());
+            return Some(task.complete(Err(err)));
+        };
+        c.starting = true;
+        drop(c);
+        let started = env.http_callout(&req.cluster, &headers, &req.body, timeout_ms);
+        let mut c = self.callouts.borrow_mut();
+        c.starting = false;
+        let early = std::mem::take(&mut c.early);
+        match started {
+            Ok(id) => {
+                if let Some((_, result)) = early.into_iter().find(|(e, _)| *e == id) {
+                    return Some(task.complete(result));
+                }
+                c.in_flight.insert(id, task);
+                None
+            }
+            Err(rc) => {
+                let why = callout_init_error(rc);
+                envoy_log!(
+                    Level::Warn,
+                    "htnn: cannot start callout to cluster {}: {why}",
+                    req.cluster
+                );
+                Some(task.complete(Err(CalloutError::StartFailed(why))))
             }
         }
     }
@@ -413,6 +519,47 @@ impl HttpFilter {
         if let Some(id) = self.metrics().panics {
             env.increment_counter(id, 1);
         }
+    }
+}
+
+/// Envoy's callout result, headers and body as a [`CalloutResult`].
+fn callout_result(result: i32, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>) -> CalloutResult {
+    match result {
+        abi::callout_result::SUCCESS => {
+            let headers: Vec<(String, String)> = headers
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            let status = headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            Ok(CalloutResponse {
+                status,
+                headers,
+                body,
+            })
+        }
+        abi::callout_result::EXCEED_RESPONSE_BUFFER_LIMIT => {
+            Err(CalloutError::ExceedResponseBufferLimit)
+        }
+        _ => Err(CalloutError::Reset),
+    }
+}
+
+fn callout_init_error(rc: i32) -> String {
+    match rc {
+        abi::callout_init::MISSING_REQUIRED_HEADERS => "missing required headers".to_owned(),
+        abi::callout_init::CLUSTER_NOT_FOUND => "cluster not found".to_owned(),
+        abi::callout_init::DUPLICATE_CALLOUT_ID => "duplicate callout id".to_owned(),
+        abi::callout_init::CANNOT_CREATE_REQUEST => "cannot create request".to_owned(),
+        other => format!("error {other}"),
     }
 }
 

@@ -193,6 +193,15 @@ fn bootstrap(backend: u16, ports: &Ports) -> Value {
         route("body", "/body", Some(string_value(&chain("ns1", json!([
             {"name": "testBodyHash", "config": {"response": true}}
         ]))))),
+        route("callout-unknown", "/callout-unknown", Some(string_value(&chain("ns1", json!([
+            {"name": "testCallout", "config": {"cluster": "no-such-cluster", "path": "/answer"}}
+        ]))))),
+        route("callout-dead", "/callout-dead", Some(string_value(&chain("ns1", json!([
+            {"name": "testCallout", "config": {"cluster": "dead", "path": "/answer"}}
+        ]))))),
+        route("callout", "/callout", Some(string_value(&chain("ns1", json!([
+            {"name": "testCallout", "config": {"cluster": "backend", "path": "/answer"}}
+        ]))))),
         route("default", "/", None),
     ]);
     let opt_in_routes = json!([
@@ -222,6 +231,14 @@ fn bootstrap(backend: u16, ports: &Ports) -> Value {
                 "type": "STATIC",
                 "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
                     {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": backend}}}}
+                ]}]}
+            }, {
+                // Nothing listens there: connections are refused.
+                "name": "dead",
+                "connect_timeout": "1s",
+                "type": "STATIC",
+                "load_assignment": {"cluster_name": "dead", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}}}
                 ]}]}
             }]
         }
@@ -481,6 +498,38 @@ fn panicking_plugin_answers_500_and_envoy_keeps_serving() {
     assert!(
         gw.envoy.log().contains("testPanic"),
         "panic not logged through Envoy:\n{}",
+        gw.envoy.log()
+    );
+}
+
+#[test]
+fn plugin_callout_through_envoy() {
+    let mut gw = Gateway::start();
+    let p = gw.ports.main;
+    for _ in 0..3 {
+        // The plugin asks the backend (GET /answer) and forwards its answer as a request header.
+        let r = get(p, "/callout", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-echo-path"), Some("/callout"), "{r:?}");
+        assert_eq!(r.header("x-echo-h-x-callout-result"), Some("42"), "{r:?}");
+        // A request body is held during the callout and then forwarded intact.
+        let r = request(p, "POST", "/callout", &[], b"hello");
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{r:?}");
+        assert_eq!(r.header("x-echo-h-x-callout-result"), Some("42"), "{r:?}");
+        // A callout to a cluster that refuses connections: the plugin answers 503.
+        let r = get(p, "/callout-dead", &[]);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.text(), r#"{"msg":"callout failed"}"#, "{r:?}");
+        assert_eq!(r.header("x-echo-path"), None, "{r:?}");
+        // Envoy refuses to start a callout to an unknown cluster: the plugin resumes at once.
+        let r = get(p, "/callout-unknown", &[]);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.text(), r#"{"msg":"callout failed"}"#, "{r:?}");
+    }
+    assert!(gw.envoy.alive(), "envoy died:\n{}", gw.envoy.log());
+    assert!(
+        gw.envoy.log().contains("cluster not found"),
+        "start failure not logged:\n{}",
         gw.envoy.log()
     );
 }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod key_auth;
 pub mod limit_req;
 pub mod test_body_hash;
+pub mod test_callout;
 pub mod test_panic;
 
 /// Every plugin users can configure.
@@ -20,4 +21,8 @@ pub static ALL: &[&dyn Plugin] = &[
 ];
 
 /// Plugins that exist only for data-plane tests; see `registry::lookup`.
-pub static TEST_ONLY: &[&dyn Plugin] = &[&test_body_hash::TestBodyHash, &test_panic::TestPanic];
+pub static TEST_ONLY: &[&dyn Plugin] = &[
+    &test_body_hash::TestBodyHash,
+    &test_callout::TestCallout,
+    &test_panic::TestPanic,
+];

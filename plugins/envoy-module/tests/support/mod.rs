@@ -210,7 +210,7 @@ pub fn validate(config: &serde_json::Value) -> (bool, String) {
 
 /// HTTP/1.1 echo server on loopback (std threads). The response body is the request body; the
 /// response carries `x-echo-method`, `x-echo-path`, `x-echo-body-len` and every request header
-/// `h` as `x-echo-h-<h>`.
+/// `h` as `x-echo-h-<h>`; paths starting with `/answer` also get `x-callout-answer: 42`.
 pub struct EchoBackend {
     pub port: u16,
     stop: Arc<AtomicBool>,
@@ -266,6 +266,10 @@ fn serve_echo(conn: TcpStream) -> std::io::Result<()> {
         );
         for (k, v) in &headers {
             out.push_str(&format!("x-echo-h-{k}: {v}\r\n"));
+        }
+        // Callout target of the `testCallout` data-plane test.
+        if path.starts_with("/answer") {
+            out.push_str("x-callout-answer: 42\r\n");
         }
         out.push_str("\r\n");
         writer.write_all(out.as_bytes())?;
