@@ -232,113 +232,77 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 
 // ---- request path ------------------------------------------------------------------------------
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-    end_of_stream: bool,
-) -> HeadersStatus {
-    if is_pass_through(fm) {
-        return HeadersStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_request_headers",
-        || f.fail(env, Direction::Decode).headers(),
-        || f.on_request_headers(env, end_of_stream),
-    )
+/// One exported stream hook: pass-through filters return at once; otherwise the call goes to
+/// the stream's filter inside [`guard`], with `$fail` as the answer after a panic.
+macro_rules! stream_hook {
+    ($export:ident, $name:literal, $status:ident, $dir:ident, $fail:ident, $method:ident $(, $eos:ident)?) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $export(fe: FilterEnvoyPtr, fm: FilterModulePtr $(, $eos: bool)?) -> $status {
+            if is_pass_through(fm) {
+                return $status::Continue;
+            }
+            // SAFETY: pointers passed by Envoy for this live stream.
+            let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
+            guard($name, || f.fail(env, Direction::$dir).$fail(), || f.$method(env $(, $eos)?))
+        }
+    };
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-    end_of_stream: bool,
-) -> BodyStatus {
-    if is_pass_through(fm) {
-        return BodyStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_request_body",
-        || f.fail(env, Direction::Decode).body(),
-        || f.on_request_body(env, end_of_stream),
-    )
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-) -> TrailersStatus {
-    if is_pass_through(fm) {
-        return TrailersStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_request_trailers",
-        || f.fail(env, Direction::Decode).trailers(),
-        || f.on_request_trailers(env),
-    )
-}
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_request_headers,
+    "http_filter_request_headers",
+    HeadersStatus,
+    Decode,
+    headers,
+    on_request_headers,
+    end_of_stream
+);
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_request_body,
+    "http_filter_request_body",
+    BodyStatus,
+    Decode,
+    body,
+    on_request_body,
+    end_of_stream
+);
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_request_trailers,
+    "http_filter_request_trailers",
+    TrailersStatus,
+    Decode,
+    trailers,
+    on_request_trailers
+);
 
 // ---- response path -----------------------------------------------------------------------------
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-    end_of_stream: bool,
-) -> HeadersStatus {
-    if is_pass_through(fm) {
-        return HeadersStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_response_headers",
-        || f.fail(env, Direction::Encode).headers(),
-        || f.on_response_headers(env, end_of_stream),
-    )
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-    end_of_stream: bool,
-) -> BodyStatus {
-    if is_pass_through(fm) {
-        return BodyStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_response_body",
-        || f.fail(env, Direction::Encode).body(),
-        || f.on_response_body(env, end_of_stream),
-    )
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    fe: FilterEnvoyPtr,
-    fm: FilterModulePtr,
-) -> TrailersStatus {
-    if is_pass_through(fm) {
-        return TrailersStatus::Continue;
-    }
-    // SAFETY: pointers passed by Envoy for this live stream.
-    let (env, f) = unsafe { (EnvoyFilter::from_raw(fe), filter(fm)) };
-    guard(
-        "http_filter_response_trailers",
-        || f.fail(env, Direction::Encode).trailers(),
-        || f.on_response_trailers(env),
-    )
-}
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_response_headers,
+    "http_filter_response_headers",
+    HeadersStatus,
+    Encode,
+    headers,
+    on_response_headers,
+    end_of_stream
+);
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_response_body,
+    "http_filter_response_body",
+    BodyStatus,
+    Encode,
+    body,
+    on_response_body,
+    end_of_stream
+);
+stream_hook!(
+    envoy_dynamic_module_on_http_filter_response_trailers,
+    "http_filter_response_trailers",
+    TrailersStatus,
+    Encode,
+    trailers,
+    on_response_trailers
+);
 
 // ---- async resume ------------------------------------------------------------------------------
 
