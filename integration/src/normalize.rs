@@ -320,6 +320,27 @@ fn child_path(path: &str, key: &str) -> String {
     }
 }
 
+/// A map entry or list element that may be on either side only.
+fn diff_member(
+    path: &str,
+    expected: Option<&Value>,
+    actual: Option<&Value>,
+    out: &mut Vec<String>,
+) {
+    match (expected, actual) {
+        (Some(ev), Some(av)) => diff_at(path, ev, av, out),
+        (Some(ev), None) => out.push(format!(
+            "{path}: missing in istiod (expected {})",
+            short(ev)
+        )),
+        (None, Some(av)) => out.push(format!(
+            "{path}: not in the input (istiod has {})",
+            short(av)
+        )),
+        (None, None) => {}
+    }
+}
+
 fn diff_at(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {
@@ -327,32 +348,12 @@ fn diff_at(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) 
             keys.sort();
             keys.dedup();
             for k in keys {
-                let p = child_path(path, k);
-                match (e.get(k), a.get(k)) {
-                    (Some(ev), Some(av)) => diff_at(&p, ev, av, out),
-                    (Some(ev), None) => {
-                        out.push(format!("{p}: missing in istiod (expected {})", short(ev)))
-                    }
-                    (None, Some(av)) => {
-                        out.push(format!("{p}: not in the input (istiod has {})", short(av)))
-                    }
-                    (None, None) => {}
-                }
+                diff_member(&child_path(path, k), e.get(k), a.get(k), out);
             }
         }
         (Value::Array(e), Value::Array(a)) => {
             for i in 0..e.len().max(a.len()) {
-                let p = format!("{path}[{i}]");
-                match (e.get(i), a.get(i)) {
-                    (Some(ev), Some(av)) => diff_at(&p, ev, av, out),
-                    (Some(ev), None) => {
-                        out.push(format!("{p}: missing in istiod (expected {})", short(ev)))
-                    }
-                    (None, Some(av)) => {
-                        out.push(format!("{p}: not in the input (istiod has {})", short(av)))
-                    }
-                    (None, None) => {}
-                }
+                diff_member(&format!("{path}[{i}]"), e.get(i), a.get(i), out);
             }
         }
         (e, a) if e == a => {}
