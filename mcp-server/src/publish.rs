@@ -62,10 +62,11 @@ pub fn to_resource(obj: &Object) -> Option<ServedResource> {
     })
 }
 
-/// The snapshot for a set of objects.
-pub fn build(objects: &BTreeMap<ObjectRef, Object>) -> Snapshot {
+/// The snapshot for a set of objects, from scratch.
+pub fn build<O: std::borrow::Borrow<Object>>(objects: &BTreeMap<ObjectRef, O>) -> Snapshot {
     let mut by_type: BTreeMap<TypeKey, Vec<ServedResource>> = BTreeMap::new();
     for obj in objects.values() {
+        let obj = obj.borrow();
         if let Some(r) = to_resource(obj) {
             by_type
                 .entry(TypeKey::new(&obj.id.group, &obj.id.kind))
@@ -81,8 +82,65 @@ pub fn build(objects: &BTreeMap<ObjectRef, Object>) -> Snapshot {
     }
 }
 
+/// Keeps the encoding of every served object and rebuilds the snapshot of a type only when
+/// one of its objects changed. The result always equals [`build`] of the same objects.
+#[derive(Default)]
+pub struct Encoder {
+    by_type: BTreeMap<TypeKey, BTreeMap<String, Arc<ServedResource>>>,
+    snapshot: Snapshot,
+}
+
+impl Encoder {
+    /// Re-encodes the objects in `changed` (present in `objects`, or removed). Returns whether
+    /// any type's content changed.
+    pub fn update<'a>(
+        &mut self,
+        objects: &BTreeMap<ObjectRef, Arc<Object>>,
+        changed: impl IntoIterator<Item = &'a ObjectRef>,
+    ) -> bool {
+        let mut dirty = std::collections::BTreeSet::new();
+        for id in changed {
+            let key = TypeKey::new(&id.group, &id.kind);
+            let name = format!("{}/{}", id.namespace, id.name);
+            match objects.get(id).and_then(|o| to_resource(o)) {
+                Some(r) => {
+                    let resources = self.by_type.entry(key.clone()).or_default();
+                    if resources.get(&name).map(|old| &old.version) != Some(&r.version) {
+                        resources.insert(name, Arc::new(r));
+                        dirty.insert(key);
+                    }
+                }
+                None => {
+                    if let Some(resources) = self.by_type.get_mut(&key)
+                        && resources.remove(&name).is_some()
+                    {
+                        dirty.insert(key);
+                    }
+                }
+            }
+        }
+        for key in &dirty {
+            match self.by_type.get(key).filter(|r| !r.is_empty()) {
+                Some(resources) => {
+                    let t = TypeSnapshot::from_shared(resources.values().cloned().collect());
+                    self.snapshot.types.insert(key.clone(), Arc::new(t));
+                }
+                None => {
+                    self.by_type.remove(key);
+                    self.snapshot.types.remove(key);
+                }
+            }
+        }
+        !dirty.is_empty()
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
 /// The JSON shown at `/debug/snapshot`: per type, what is served and the parsed spec.
-pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Object>) -> Value {
+pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Arc<Object>>) -> Value {
     let mut types = serde_json::Map::new();
     for (key, t) in &snapshot.types {
         let resources: Vec<Value> = t
@@ -174,5 +232,47 @@ mod tests {
                 .seconds,
             1_704_067_200
         );
+    }
+
+    #[test]
+    fn encoder_equals_a_build_from_scratch_after_every_change() {
+        let vs = |name: &str, host: &str| {
+            objects(
+                &VS.replace("name: vs", &format!("name: {name}"))
+                    .replace("hosts: [a]", &format!("hosts: [{host}]")),
+            )
+            .into_values()
+            .next()
+            .unwrap()
+        };
+        let mut current: BTreeMap<ObjectRef, Arc<Object>> = BTreeMap::new();
+        let mut encoder = Encoder::default();
+        let steps: Vec<(&str, Option<&str>)> = vec![
+            ("a", Some("hx")),
+            ("b", Some("hx")),
+            ("a", Some("hy")),
+            ("a", Some("hy")),
+            ("b", None),
+            ("c", Some("hz")),
+            ("a", None),
+            ("c", None),
+        ];
+        for (name, host) in steps {
+            let obj = vs(name, host.unwrap_or("hx"));
+            let id = obj.id.clone();
+            match host {
+                Some(_) => current.insert(id.clone(), Arc::new(obj)),
+                None => current.remove(&id),
+            };
+            let before = encoder.snapshot().clone();
+            let changed = encoder.update(&current, [&id]);
+            assert_eq!(
+                *encoder.snapshot(),
+                build(&current),
+                "after {name} {host:?}"
+            );
+            assert_eq!(changed, before != *encoder.snapshot());
+        }
+        assert!(encoder.snapshot().types.is_empty());
     }
 }

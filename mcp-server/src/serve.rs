@@ -1,12 +1,12 @@
 //! `htnn serve`: wires the directory source, snapshot publication, the MCP/ADS server and the
 //! admin server together.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use notify::Watcher;
@@ -17,13 +17,13 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
 use crate::metrics::{Metrics, SourceLabel};
-use crate::model::{Object, ObjectRef};
+use crate::model::ObjectRef;
 use crate::publish;
 use crate::snapshot::Snapshot;
 use crate::source::LoadError;
-use crate::source::dir::{DirSource, DirView};
+use crate::source::dir::{DirSource, Reload};
 use crate::xds;
-use htnn_translators::{Reason, Status};
+use htnn_translators::{Status, Translator};
 
 pub type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -52,7 +52,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settle: push_settle,
         ack_timeout,
     };
-    let opts = htnn_translators::Options { root_namespace };
+    let opts = htnn_translators::Options {
+        root_namespace,
+        keep_last_valid: true,
+    };
     if !config_dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
     }
@@ -62,11 +65,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = watch::channel(None);
     let connections = xds::server::Connections::default();
+    let pipeline = Arc::new(Mutex::new(Pipeline::new(opts)));
     let admin_state = Arc::new(AdminState {
         ready: false.into(),
         registry,
-        snapshot_view: RwLock::new(serde_json::json!({"ready": false})),
-        status_view: RwLock::new(serde_json::json!({})),
+        snapshot_view: {
+            let p = pipeline.clone();
+            Box::new(move || lock(&p).snapshot_view())
+        },
+        status_view: {
+            let p = pipeline.clone();
+            Box::new(move || status_json(&lock(&p).translator.output().statuses))
+        },
         connections_view: {
             let c = connections.clone();
             Box::new(move || c.to_json())
@@ -87,10 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tx,
         admin: admin_state.clone(),
         metrics: metrics.clone(),
-        opts,
-        errors: BTreeSet::new(),
-        statuses: BTreeMap::new(),
-        last_valid: BTreeMap::new(),
+        pipeline,
     };
     std::thread::Builder::new()
         .name("htnn-dir-source".into())
@@ -111,16 +118,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is served, from the sources' objects: the incremental translator and the encoder.
+/// Shared with the admin server, which renders its debug views from it on demand.
+struct Pipeline {
+    translator: Translator,
+    encoder: publish::Encoder,
+    /// Current load errors of the sources.
+    errors: BTreeSet<LoadError>,
+    /// HTNN objects whose status is not `Accepted`.
+    rejected: BTreeSet<ObjectRef>,
+}
+
+impl Pipeline {
+    fn new(opts: htnn_translators::Options) -> Self {
+        Self {
+            translator: Translator::new(opts),
+            encoder: publish::Encoder::default(),
+            errors: BTreeSet::new(),
+            rejected: BTreeSet::new(),
+        }
+    }
+
+    fn snapshot_view(&self) -> serde_json::Value {
+        let mut view =
+            publish::debug_view(self.encoder.snapshot(), &self.translator.output().objects);
+        view["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        view
+    }
+}
+
+fn lock(p: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Turns each reload into a published snapshot, and reports what changed.
 struct Publisher {
     tx: SnapshotTx,
     admin: Arc<AdminState>,
     metrics: Arc<Metrics>,
-    opts: htnn_translators::Options,
-    errors: BTreeSet<LoadError>,
-    statuses: BTreeMap<ObjectRef, Status>,
-    /// The last version of each HTNN object that was not `Invalid`.
-    last_valid: BTreeMap<ObjectRef, Object>,
+    pipeline: Arc<Mutex<Pipeline>>,
 }
 
 /// Loads the directory, publishes, then reloads on every (debounced) change. Returns when
@@ -149,7 +185,7 @@ fn watch_dir(
     };
     loop {
         match source.reload() {
-            Ok(view) => publisher.publish(view),
+            Ok(reload) => publisher.publish(reload),
             Err(e) => {
                 error!(dir = %source.dir().display(), error = %e, "cannot list the config directory; keeping the last state");
                 publisher
@@ -173,19 +209,19 @@ fn watch_dir(
 }
 
 impl Publisher {
-    fn publish(&mut self, view: DirView) {
+    fn publish(&mut self, reload: Reload) {
         let Publisher {
             tx,
             admin,
             metrics,
-            opts,
-            errors,
-            statuses,
-            last_valid,
+            pipeline,
         } = self;
+        let started = Instant::now();
+        let mut guard = lock(pipeline);
+        let p = &mut *guard;
         // Log each error once, when it appears, not on every reload.
-        let current: BTreeSet<LoadError> = view.errors.iter().cloned().collect();
-        for e in current.difference(errors) {
+        let current: BTreeSet<LoadError> = reload.errors.into_iter().collect();
+        for e in current.difference(&p.errors) {
             error!(file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
                 "invalid config; the object's last good state (if any) keeps serving");
             metrics
@@ -195,167 +231,62 @@ impl Publisher {
                 })
                 .inc();
         }
-        for e in errors.difference(&current) {
+        for e in p.errors.difference(&current) {
             info!(file = %e.file, object = ?e.object, "config error resolved");
         }
-        *errors = current;
+        p.errors = current;
 
-        let output = translate_keeping_last_valid(&view.objects, opts, last_valid);
-        for (id, status) in &output.statuses {
-            if statuses.get(id) != Some(status) {
-                if status.is_accepted() {
-                    info!(object = %id, "accepted");
-                } else {
+        let first = tx.borrow().is_none();
+        if reload.changes.is_empty() && !first {
+            return;
+        }
+        let changes = reload.changes.len();
+        p.translator.apply(reload.changes);
+        let delta = p.translator.take_delta();
+        let output = p.translator.output();
+        for id in &delta.statuses {
+            match output.statuses.get(id) {
+                Some(status) if status.is_accepted() => {
+                    p.rejected.remove(id);
+                    info!(object = %id, message = %status.message, "accepted");
+                }
+                Some(status) => {
+                    p.rejected.insert(id.clone());
                     warn!(object = %id, reason = ?status.reason, message = %status.message, "not accepted");
+                }
+                None => {
+                    p.rejected.remove(id);
                 }
             }
         }
-        *statuses = output.statuses.clone();
-        let rejected = statuses.values().filter(|s| !s.is_accepted()).count();
         metrics
             .invalid_objects
-            .set((errors.len() + rejected) as i64);
-        admin.set_status_view(status_json(statuses));
+            .set((p.errors.len() + p.rejected.len()) as i64);
 
-        let snapshot = publish::build(&output.objects);
-        let mut debug = if tx.borrow().as_deref() != Some(&snapshot) {
+        let content_changed = p.encoder.update(&output.objects, &delta.objects);
+        if content_changed || first {
+            let snapshot = Arc::new(p.encoder.snapshot().clone());
             let version = snapshot.version();
-            let debug = publish::debug_view(&snapshot, &output.objects);
             metrics.set_snapshot_version(&version);
-            info!(version = %version, objects = output.objects.len(), errors = view.errors.len(), "publishing snapshot");
-            tx.send_replace(Some(Arc::new(snapshot)));
-            debug
-        } else {
-            admin
-                .snapshot_view
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        };
-        debug["errors"] = serde_json::to_value(&view.errors).unwrap_or_default();
-        admin.set_snapshot_view(debug);
+            tx.send_replace(Some(snapshot));
+            metrics
+                .translate_seconds
+                .observe(started.elapsed().as_secs_f64());
+            info!(version = %version, changes, changed_objects = delta.objects.len(),
+                objects = output.objects.len(), errors = p.errors.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "publishing snapshot");
+        }
+        drop(guard);
         if !admin.ready.swap(true, Ordering::AcqRel) {
             info!("initial load complete; serving");
         }
     }
 }
 
-fn status_json(statuses: &BTreeMap<ObjectRef, Status>) -> serde_json::Value {
+fn status_json(statuses: &std::collections::BTreeMap<ObjectRef, Status>) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (id, s) in statuses {
         out.insert(id.to_string(), serde_json::to_value(s).unwrap_or_default());
     }
     serde_json::Value::Object(out)
-}
-
-/// Translates, but an HTNN object that became `Invalid` keeps serving its last valid version
-/// (reported as Invalid all the same): a typo in a policy must not silently drop the
-/// protection it gave. This is what HTNN users get from its validating webhook, which rejects
-/// the bad update and leaves the previous object in place.
-fn translate_keeping_last_valid(
-    objects: &BTreeMap<ObjectRef, Object>,
-    opts: &htnn_translators::Options,
-    last_valid: &mut BTreeMap<ObjectRef, Object>,
-) -> htnn_translators::Output {
-    let mut output = htnn_translators::translate(objects, opts);
-    let fallbacks: Vec<(ObjectRef, Status)> = output
-        .statuses
-        .iter()
-        .filter(|(id, s)| s.reason == Reason::Invalid && objects.get(*id) != last_valid.get(*id))
-        .filter(|(id, _)| last_valid.contains_key(*id))
-        .map(|(id, s)| (id.clone(), s.clone()))
-        .collect();
-    if !fallbacks.is_empty() {
-        let mut input = objects.clone();
-        for (id, _) in &fallbacks {
-            input.insert(id.clone(), last_valid[id].clone());
-        }
-        output = htnn_translators::translate(&input, opts);
-        for (id, mut status) in fallbacks {
-            status
-                .message
-                .push_str(" (the last valid version keeps serving)");
-            output.statuses.insert(id, status);
-        }
-    }
-    last_valid.retain(|id, _| objects.contains_key(id));
-    for (id, status) in &output.statuses {
-        if status.reason != Reason::Invalid
-            && let Some(obj) = objects.get(id)
-        {
-            last_valid.insert(id.clone(), obj.clone());
-        }
-    }
-    output
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use htnn_translators::parse::parse_file;
-
-    const BASE: &str = "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs}
-spec: {gateways: [istio-system/gw], hosts: [a], http: [{name: r, route: [{destination: {host: a}}]}]}
----
-apiVersion: htnn.mosn.io/v1
-kind: FilterPolicy
-metadata: {name: p}
-spec:
-  targetRef: {group: networking.istio.io, kind: VirtualService, name: vs}
-  filters: {limitReq: {config: {average: AVERAGE}}}
-";
-
-    fn objects(average: &str) -> BTreeMap<ObjectRef, Object> {
-        parse_file(&BASE.replace("AVERAGE", average), false)
-            .into_iter()
-            .map(|o| o.unwrap())
-            .map(|o| (o.id.clone(), o))
-            .collect()
-    }
-
-    fn route_filter(out: &htnn_translators::Output) -> Option<String> {
-        out.objects
-            .iter()
-            .find(|(id, _)| id.name == "htnn-route.default.vs")
-            .map(|(_, o)| o.spec_json().to_string())
-    }
-
-    #[test]
-    fn an_invalid_edit_keeps_the_last_valid_version_serving() {
-        let opts = htnn_translators::Options::default();
-        let mut last_valid = BTreeMap::new();
-        let good = translate_keeping_last_valid(&objects("5"), &opts, &mut last_valid);
-        let served = route_filter(&good).expect("policy served");
-        assert!(served.contains(r#"\"average\":5"#), "{served}");
-
-        let bad = translate_keeping_last_valid(&objects("lots"), &opts, &mut last_valid);
-        assert_eq!(route_filter(&bad).as_deref(), Some(served.as_str()));
-        let status = bad.statuses.values().next().unwrap();
-        assert_eq!(status.reason, Reason::Invalid);
-        assert!(
-            status
-                .message
-                .ends_with("(the last valid version keeps serving)"),
-            "{}",
-            status.message
-        );
-
-        let fixed = translate_keeping_last_valid(&objects("7"), &opts, &mut last_valid);
-        assert!(route_filter(&fixed).unwrap().contains(r#"\"average\":7"#));
-        assert!(fixed.statuses.values().all(Status::is_accepted));
-
-        // Once deleted, a policy is forgotten: re-adding it invalid serves nothing.
-        let mut without = objects("7");
-        without.retain(|id, _| id.kind != "FilterPolicy");
-        translate_keeping_last_valid(&without, &opts, &mut last_valid);
-        let readded = translate_keeping_last_valid(&objects("lots"), &opts, &mut last_valid);
-        assert_eq!(route_filter(&readded), None);
-    }
 }

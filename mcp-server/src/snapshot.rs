@@ -74,12 +74,16 @@ pub struct ServedResource {
 pub struct TypeSnapshot {
     /// Hash over the resource versions; changes only when the content changes.
     pub version: String,
-    /// Sorted by name.
-    pub resources: Vec<ServedResource>,
+    /// Sorted by name. Shared between snapshots: a change re-encodes only what it touched.
+    pub resources: Vec<Arc<ServedResource>>,
 }
 
 impl TypeSnapshot {
-    pub fn new(mut resources: Vec<ServedResource>) -> Self {
+    pub fn new(resources: Vec<ServedResource>) -> Self {
+        Self::from_shared(resources.into_iter().map(Arc::new).collect())
+    }
+
+    pub fn from_shared(mut resources: Vec<Arc<ServedResource>>) -> Self {
         resources.sort_by(|a, b| a.name.cmp(&b.name));
         let mut hasher = Sha256::new();
         for r in &resources {

@@ -2,30 +2,52 @@
 
 use std::process::ExitCode;
 
-use htnn_translators::{Options, render, translate as run_translate};
+use htnn_translators::{Options, Output, Translator, render};
 
 use crate::cli::{TranslateArgs, ValidateArgs};
-use crate::source::dir::{DirSource, DirView};
+use crate::source::LoadError;
+use crate::source::dir::DirSource;
 
-fn load(dir: &std::path::Path) -> anyhow::Result<DirView> {
-    DirSource::new(dir)
+struct View {
+    source: DirSource,
+    errors: Vec<LoadError>,
+    output: Output,
+}
+
+fn load(dir: &std::path::Path, opts: Options) -> anyhow::Result<View> {
+    let mut source = DirSource::new(dir);
+    let reload = source
         .reload()
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+    let mut translator = Translator::new(opts);
+    translator.apply(reload.changes);
+    Ok(View {
+        source,
+        errors: reload.errors,
+        output: translator.into_output(),
+    })
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let view = load(&args.dir)?;
+    let view = load(&args.dir, Options::default())?;
     let mut failures = 0;
     for e in &view.errors {
         println!("error: {e}");
         failures += 1;
     }
-    let output = run_translate(&view.objects, &Options::default());
-    for (id, s) in output.statuses.iter().filter(|(_, s)| !s.is_accepted()) {
+    for (id, s) in view
+        .output
+        .statuses
+        .iter()
+        .filter(|(_, s)| !s.is_accepted())
+    {
         println!("error: {id}: {:?}: {}", s.reason, s.message);
         failures += 1;
     }
-    println!("{} object(s), {failures} error(s)", view.objects.len());
+    println!(
+        "{} object(s), {failures} error(s)",
+        view.source.objects().len()
+    );
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -34,20 +56,19 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn translate(args: TranslateArgs) -> anyhow::Result<ExitCode> {
-    let view = load(&args.dir)?;
+    let opts = Options {
+        root_namespace: args.root_namespace,
+        ..Options::default()
+    };
+    let view = load(&args.dir, opts)?;
     for e in &view.errors {
         eprintln!("error: {e}");
     }
-    let output = run_translate(
-        &view.objects,
-        &Options {
-            root_namespace: args.root_namespace,
-        },
-    );
+    let input = view.source.objects();
     print!(
         "{}",
-        render::to_yaml(&output, |id, obj| args.all
-            || view.objects.get(id) != Some(obj))
+        render::to_yaml(&view.output, |id, obj| args.all
+            || input.get(id).map(|o| &**o) != Some(obj))
     );
     Ok(if view.errors.is_empty() {
         ExitCode::SUCCESS

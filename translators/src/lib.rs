@@ -12,23 +12,27 @@
 //! - Consumers become the consumer carrier's ECDS config;
 //! - every HTNN object gets a [`Status`].
 
+mod consumers;
+mod embedded;
+pub mod engine;
 pub mod envoyfilter;
 pub mod kinds;
+mod merge;
 pub mod model;
 pub mod parse;
 pub mod policy;
 pub mod render;
+mod routes;
 pub mod status;
 pub mod time;
 mod virtualservice;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
-
-use model::{Meta, Object, ObjectRef, Spec};
+pub use engine::{Change, Delta, Translator};
+use model::{Object, ObjectRef};
 pub use status::{Reason, Status};
-use virtualservice::VsRoutes;
 
 pub const HTNN_GROUP: &str = "htnn.mosn.io";
 pub const ISTIO_NETWORKING: &str = "networking.istio.io";
@@ -46,27 +50,38 @@ pub struct Options {
     /// istio's `meshConfig.rootNamespace`: generated EnvoyFilters go there so that they apply
     /// to gateways in every namespace.
     pub root_namespace: String,
+    /// An HTNN object edited into an `Invalid` one keeps serving its last valid version
+    /// (reported `Invalid` all the same): a typo in a policy must not silently drop the
+    /// protection it gave. This is what HTNN users get from its validating webhook, which
+    /// rejects the bad update and leaves the previous object in place. Makes the output depend
+    /// on history, so off for `htnn translate`/`validate`; on in `htnn serve`.
+    pub keep_last_valid: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             root_namespace: "istio-system".into(),
+            keep_last_valid: false,
         }
     }
 }
+
+/// Appended to the status message of an object served in its last valid version.
+pub const LAST_VALID_SUFFIX: &str = " (the last valid version keeps serving)";
 
 /// What to serve and what to report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Output {
     /// Every istio object to serve (proxied and generated).
-    pub objects: BTreeMap<ObjectRef, Object>,
+    pub objects: BTreeMap<ObjectRef, Arc<Object>>,
     /// One status per HTNN object (embedded policies appear as
     /// `FilterPolicy <ns>/embedded-virtualservice-<vs>`).
     pub statuses: BTreeMap<ObjectRef, Status>,
 }
 
 /// A validated policy, ready to be merged.
+#[derive(Debug, PartialEq)]
 struct Policy {
     id: ObjectRef,
     /// Sort key: creation time (embedded policies sort first), then namespace/name.
@@ -82,211 +97,11 @@ enum Scope {
     Route,
 }
 
+/// Translates a whole input from scratch (what [`Translator`] does one change at a time).
 pub fn translate(input: &BTreeMap<ObjectRef, Object>, opts: &Options) -> Output {
-    let mut out = Output::default();
-    for (id, obj) in input {
-        if matches!(obj.spec, Spec::Istio { .. }) {
-            out.objects.insert(id.clone(), obj.clone());
-        }
-    }
-    let routes = virtualservice::index(input);
-    let policies = collect_policies(input, &routes, &mut out.statuses);
-
-    // (VirtualService, http index) -> contributions in merge order.
-    let mut contributions: BTreeMap<ObjectRef, BTreeMap<usize, Vec<(Scope, usize)>>> =
-        BTreeMap::new();
-    for (pi, p) in policies.iter().enumerate() {
-        let vs = &routes[&p.target];
-        let section = p
-            .spec
-            .target_ref
-            .as_ref()
-            .and_then(|t| t.section_name.clone());
-        let entry = contributions.entry(p.target.clone()).or_default();
-        if !p.spec.filters.is_empty() {
-            match &section {
-                Some(s) => {
-                    for i in vs.indices_of(s) {
-                        entry.entry(i).or_default().push((Scope::Rule, pi));
-                    }
-                }
-                None => {
-                    for i in 0..vs.http.len() {
-                        entry.entry(i).or_default().push((Scope::Route, pi));
-                    }
-                }
-            }
-        }
-        for sub in &p.spec.sub_policies {
-            for i in vs.indices_of(&sub.section_name) {
-                entry
-                    .entry(i)
-                    .or_default()
-                    .push((Scope::Rule, usize::MAX - pi));
-            }
-        }
-    }
-
-    for (vs_id, per_route) in &contributions {
-        let vs = &routes[vs_id];
-        let mut chains: BTreeMap<String, Value> = BTreeMap::new();
-        let mut contributors = BTreeSet::new();
-        for (&idx, contribs) in per_route {
-            let mut sorted: Vec<(Scope, &Policy, &BTreeMap<String, policy::PluginEntry>)> =
-                contribs
-                    .iter()
-                    .map(|&(scope, pi)| {
-                        if pi > policies.len() {
-                            let p = &policies[usize::MAX - pi];
-                            let section = &vs.http[idx].name;
-                            let sub = p
-                                .spec
-                                .sub_policies
-                                .iter()
-                                .find(|s| Some(&s.section_name) == section.as_ref());
-                            (scope, p, &sub.expect("sub-policy of this route").filters)
-                        } else {
-                            (scope, &policies[pi], &policies[pi].spec.filters)
-                        }
-                    })
-                    .collect();
-            sorted.sort_by(|a, b| (a.0, &a.1.order).cmp(&(b.0, &b.1.order)));
-            // For each plugin the first policy in merge order wins; no field-level merge.
-            let mut merged: BTreeMap<
-                htnn_plugins::registry::OrderKey,
-                (&dyn htnn_plugins::Plugin, &Value),
-            > = BTreeMap::new();
-            for (_, p, filters) in &sorted {
-                let mut used = false;
-                for (name, entry) in filters.iter() {
-                    let plugin = htnn_plugins::registry::lookup(name).expect("validated");
-                    let key = htnn_plugins::registry::OrderKey::of(plugin);
-                    if let std::collections::btree_map::Entry::Vacant(e) = merged.entry(key) {
-                        e.insert((plugin, &entry.config));
-                        used = true;
-                    }
-                }
-                // HTNN lists in `htnn.mosn.io/info` only the policies that contributed a
-                // plugin somewhere, not those entirely shadowed by higher-priority ones.
-                if used {
-                    contributors.insert(format!("{}/{}", p.id.namespace, p.id.name));
-                }
-            }
-            let plugins: Vec<Value> = merged
-                .values()
-                .map(|(plugin, config)| json!({"name": plugin.name(), "config": config}))
-                .collect();
-            // HTNN's per-route chain carries `namespace` (where consumers are looked up) only
-            // when a consumer plugin is configured.
-            let mut chain = Map::new();
-            if merged
-                .values()
-                .any(|(plugin, _)| plugin.is_consumer_plugin())
-            {
-                chain.insert("namespace".into(), json!(vs_id.namespace));
-            }
-            chain.insert("plugins".into(), Value::Array(plugins));
-            let chain = Value::Object(chain);
-            for route in vs.envoy_route_names(idx) {
-                chains.insert(route, chain.clone());
-            }
-        }
-        // Policies without plugins leave the VirtualService untouched.
-        if chains.is_empty() {
-            continue;
-        }
-        // Serve the VirtualService with its unnamed routes named.
-        if let Some(renamed) = vs.with_route_names(&input[vs_id]) {
-            out.objects.insert(vs_id.clone(), renamed);
-        }
-        let name = format!("htnn-route.{}.{}", vs_id.namespace, vs_id.name);
-        let info = json!({"filterpolicies": contributors}).to_string();
-        let routes: Vec<(String, Value)> = chains.into_iter().collect();
-        insert_generated(
-            &mut out,
-            opts,
-            &name,
-            "FilterPolicy",
-            Some(info),
-            envoyfilter::routes_spec(&routes),
-        );
-    }
-
-    let consumers = collect_consumers(input, &mut out.statuses);
-    insert_generated(
-        &mut out,
-        opts,
-        "htnn-consumers",
-        "Consumer",
-        None,
-        envoyfilter::consumers_spec(&consumers),
-    );
-    insert_generated(
-        &mut out,
-        opts,
-        "htnn-http-filter",
-        "htnn",
-        None,
-        envoyfilter::base_spec(),
-    );
-
-    for (id, obj) in input {
-        if id.group == HTNN_GROUP && matches!(id.kind.as_str(), "ServiceRegistry" | "DynamicConfig")
-        {
-            out.statuses.insert(
-                id.clone(),
-                Status::invalid(
-                    obj.meta.generation,
-                    format!("{} is not supported by htnn serve yet", id.kind),
-                ),
-            );
-        }
-    }
-    out
-}
-
-fn insert_generated(
-    out: &mut Output,
-    opts: &Options,
-    name: &str,
-    created_by: &str,
-    info: Option<String>,
-    spec: Value,
-) {
-    let kind =
-        kinds::istio_kind(ISTIO_NETWORKING, "EnvoyFilter").expect("EnvoyFilter is an istio kind");
-    // Our own output goes through the same parser as user input: a bug here shows up as a
-    // parse error in tests, never as something istiod silently drops.
-    let (body, json) = match kind.parse(spec) {
-        Ok(v) => v,
-        Err(e) => panic!("generated EnvoyFilter {name} does not parse: {e}"),
-    };
-    let id = ObjectRef {
-        group: ISTIO_NETWORKING.into(),
-        kind: "EnvoyFilter".into(),
-        namespace: opts.root_namespace.clone(),
-        name: name.into(),
-    };
-    let mut meta = Meta {
-        generation: 1,
-        ..Meta::default()
-    };
-    meta.labels
-        .insert(CREATED_BY_LABEL.into(), created_by.into());
-    if let Some(info) = info {
-        meta.annotations.insert(INFO_ANNOTATION.into(), info);
-    }
-    let obj = Object {
-        id: id.clone(),
-        api_version: "networking.istio.io/v1alpha3".into(),
-        meta,
-        spec: Spec::Istio {
-            proto: kind.proto,
-            body,
-            json,
-        },
-    };
-    out.objects.insert(id, obj);
+    let mut t = Translator::new(opts.clone());
+    t.apply(input.values().map(|o| Change::Upsert(Arc::new(o.clone()))));
+    t.into_output()
 }
 
 /// Creation time of an object, the merge-order key (see [`time::DEFAULT_CREATE_TIME`]).
@@ -298,310 +113,12 @@ fn created(obj: &Object) -> (i64, i32) {
         .unwrap_or(time::DEFAULT_CREATE_TIME)
 }
 
-/// Creation time of an embedded policy without `metadata.creationTimestamp`: HTNN leaves it
-/// zero, so it sorts before every real object ("highest priority within its scope").
-const EMBEDDED_CREATE_TIME: (i64, i32) = (i64::MIN, 0);
-
-/// An embedded policy's spec (target set) and creation time, or why it is unusable.
-type Embedded = Result<(Value, (i64, i32)), String>;
-
-/// The policy embedded in a VirtualService, read as HTNN reads it: the
-/// [`EMBEDDED_ANNOTATION`], else the legacy [`LEGACY_EMBEDDED_ANNOTATION`] (empty values
-/// count as absent). `None` without annotation; otherwise the annotation's name and either
-/// the policy spec with its creation time or why it is unusable.
-fn embedded_policy(vs: &ObjectRef, obj: &Object) -> Option<(&'static str, Embedded)> {
-    let (annotation, raw) = [EMBEDDED_ANNOTATION, LEGACY_EMBEDDED_ANNOTATION]
-        .into_iter()
-        .find_map(|a| {
-            let v = obj.meta.annotations.get(a)?;
-            (!v.is_empty()).then_some((a, v))
-        })?;
-    Some((annotation, parse_embedded(raw, &vs.name)))
-}
-
-/// Parses an embedded policy: a whole FilterPolicy object as HTNN expects, or (our extension)
-/// just its spec. The target is implied: `targetRef.group`, `kind` and `name` are set to this
-/// VirtualService while `sectionName` (and `namespace`, still checked) are kept, as HTNN's
-/// `setTargetRef` does. A `metadata.creationTimestamp` in the object is honoured (HTNN: "one
-/// can change this behavior by giving a fake CreationTimestamp"); otherwise the policy gets
-/// [`EMBEDDED_CREATE_TIME`].
-fn parse_embedded(raw: &str, vs_name: &str) -> Embedded {
-    let value: Value = serde_json::from_str(raw).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(mut top) = value else {
-        return Err("must be a JSON object (a FilterPolicy or its spec)".into());
-    };
-    let whole = ["apiVersion", "kind", "metadata", "spec"]
-        .iter()
-        .any(|k| top.contains_key(*k));
-    let mut created = EMBEDDED_CREATE_TIME;
-    let spec = if whole {
-        let ts = top.get("metadata").and_then(|m| m.get("creationTimestamp"));
-        if let Some(ts) = ts.filter(|t| !t.is_null()) {
-            let s = ts
-                .as_str()
-                .ok_or("metadata.creationTimestamp: must be an RFC 3339 string")?;
-            created = time::parse_rfc3339(s)
-                .map_err(|e| format!("metadata.creationTimestamp {s:?}: {e}"))?;
-        }
-        top.remove("spec").unwrap_or_else(|| json!({}))
-    } else {
-        Value::Object(top)
-    };
-    let Value::Object(mut spec) = spec else {
-        return Err("spec: must be a JSON object".into());
-    };
-    let mut target = match spec.remove("targetRef") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(t)) => t,
-        Some(_) => return Err("spec.targetRef: must be a JSON object".into()),
-    };
-    target.insert("group".into(), json!(ISTIO_NETWORKING));
-    target.insert("kind".into(), json!("VirtualService"));
-    target.insert("name".into(), json!(vs_name));
-    spec.insert("targetRef".into(), Value::Object(target));
-    Ok((Value::Object(spec), created))
-}
-
-/// A policy found in the input, before validation.
-struct FoundPolicy<'a> {
-    id: ObjectRef,
-    obj: &'a Object,
-    spec: Value,
-    created: (i64, i32),
-    /// The annotation an embedded policy comes from.
-    embedded: Option<&'static str>,
-}
-
-fn collect_policies(
-    input: &BTreeMap<ObjectRef, Object>,
-    routes: &BTreeMap<ObjectRef, VsRoutes>,
-    statuses: &mut BTreeMap<ObjectRef, Status>,
-) -> Vec<Policy> {
-    let mut found: Vec<FoundPolicy> = Vec::new();
-    for (id, obj) in input {
-        if id.group == HTNN_GROUP && matches!(id.kind.as_str(), "FilterPolicy" | "HTTPFilterPolicy")
-        {
-            found.push(FoundPolicy {
-                id: id.clone(),
-                obj,
-                spec: obj.spec_json().clone(),
-                created: created(obj),
-                embedded: None,
-            });
-        }
-        if id.group == ISTIO_NETWORKING
-            && id.kind == "VirtualService"
-            && let Some((annotation, parsed)) = embedded_policy(id, obj)
-        {
-            let pid = ObjectRef {
-                group: HTNN_GROUP.into(),
-                kind: "FilterPolicy".into(),
-                namespace: id.namespace.clone(),
-                name: format!("embedded-virtualservice-{}", id.name),
-            };
-            match parsed {
-                Ok((spec, created)) => found.push(FoundPolicy {
-                    id: pid,
-                    obj,
-                    spec,
-                    created,
-                    embedded: Some(annotation),
-                }),
-                Err(e) => {
-                    let msg = format!("annotation {annotation}: {e}");
-                    statuses.insert(pid, Status::invalid(obj.meta.generation, msg));
-                }
-            }
-        }
-    }
-    let mut policies = Vec::new();
-    for FoundPolicy {
-        id,
-        obj,
-        spec,
-        created,
-        embedded,
-    } in found
-    {
-        let generation = obj.meta.generation;
-        let mut spec = match policy::parse(&id.namespace, &spec, embedded.is_some()) {
-            Ok(s) => s,
-            Err(e) => {
-                let e = match embedded {
-                    Some(annotation) => format!("annotation {annotation}: {e}"),
-                    None => e,
-                };
-                statuses.insert(id, Status::invalid(generation, e));
-                continue;
-            }
-        };
-        let t = spec.target_ref.as_ref().expect("validated");
-        let target = ObjectRef {
-            group: ISTIO_NETWORKING.into(),
-            kind: "VirtualService".into(),
-            namespace: id.namespace.clone(),
-            name: t.name.clone(),
-        };
-        let vs_name = format!("VirtualService {}/{}", target.namespace, target.name);
-        let Some(vs) = routes.get(&target) else {
-            statuses.insert(
-                id,
-                Status::target_not_found(generation, format!("{vs_name} not found")),
-            );
-            continue;
-        };
-        if let Err(e) = vs.targetable() {
-            statuses.insert(id, Status::target_not_found(generation, e));
-            continue;
-        }
-        if let Some(missing) = t.section_name.as_ref().filter(|s| vs.index_of(s).is_none()) {
-            statuses.insert(
-                id,
-                Status::target_not_found(
-                    generation,
-                    format!("sectionName {missing:?} not found in {vs_name}"),
-                ),
-            );
-            continue;
-        }
-        if let Some(e) = vs.gateway_problem() {
-            statuses.insert(id, Status::target_not_found(generation, e));
-            continue;
-        }
-        if let Some(clash) = vs.route_name_clash(&target, routes) {
-            statuses.insert(id, Status::invalid(generation, clash));
-            continue;
-        }
-        // HTNN: "If the specific section name is not found, the FilterPolicy will still be
-        // treated as accepted" -- such a subPolicy is dropped; the status says so.
-        let mut ignored = Vec::new();
-        spec.sub_policies.retain(|sub| {
-            let exists = vs.index_of(&sub.section_name).is_some();
-            if !exists {
-                ignored.push(format!("{:?}", sub.section_name));
-            }
-            exists
-        });
-        let mut status = Status::accepted(generation);
-        if !ignored.is_empty() {
-            status.message = format!(
-                "{}; subPolicies ignored, sectionName {} not found in {vs_name}",
-                status.message,
-                ignored.join(", ")
-            );
-        }
-        statuses.insert(id.clone(), status);
-        let order = (created.0, created.1, id.namespace.clone(), id.name.clone());
-        policies.push(Policy {
-            id,
-            order,
-            spec,
-            target,
-        });
-    }
-    policies
-}
-
-/// Builds the consumer carrier document (see `htnn_plugins::consumer`) from Consumer objects.
-fn collect_consumers(
-    input: &BTreeMap<ObjectRef, Object>,
-    statuses: &mut BTreeMap<ObjectRef, Status>,
-) -> Value {
-    let mut doc: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    let mut consumers: Vec<(&ObjectRef, &Object)> = input
-        .iter()
-        .filter(|(id, _)| id.group == HTNN_GROUP && id.kind == "Consumer")
-        .collect();
-    // Of two consumers with the same data-plane name, the older one wins.
-    consumers.sort_by_key(|(id, obj)| (created(obj), (*id).clone()));
-    for (id, obj) in consumers {
-        let generation = obj.meta.generation;
-        match consumer_entry(id, obj.spec_json()) {
-            Ok((name, entry)) => {
-                let ns = doc.entry(id.namespace.clone()).or_default();
-                if ns.contains_key(&name) {
-                    statuses.insert(
-                        id.clone(),
-                        Status::invalid(
-                            generation,
-                            format!(
-                                "duplicate consumer name {name:?} in namespace {}",
-                                id.namespace
-                            ),
-                        ),
-                    );
-                    continue;
-                }
-                ns.insert(name, entry);
-                statuses.insert(id.clone(), Status::accepted(generation));
-            }
-            Err(e) => {
-                statuses.insert(id.clone(), Status::invalid(generation, e));
-            }
-        }
-    }
-    serde_json::to_value(doc).unwrap_or_default()
-}
-
-fn consumer_entry(id: &ObjectRef, spec: &Value) -> Result<(String, Value), String> {
-    let obj = spec.as_object().ok_or("spec: must be a map")?;
-    if let Some(extra) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "auth" | "filters" | "name"))
-    {
-        return Err(format!("spec.{extra}: unknown field"));
-    }
-    // HTNN uses `spec.name` only when non-empty.
-    let name = match obj.get("name") {
-        None | Some(Value::Null) => id.name.clone(),
-        Some(Value::String(s)) if s.is_empty() => id.name.clone(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err("spec.name: must be a string".into()),
-    };
-    // `{config: ...}` entries become bare configs in the carrier; as in policies, a missing
-    // `config` means no settings.
-    let unwrap = |field: &str| -> Result<Map<String, Value>, String> {
-        let mut out = Map::new();
-        match obj.get(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => {
-                for (plugin, entry) in m {
-                    let config = entry
-                        .as_object()
-                        .filter(|e| e.keys().all(|k| k == "config"))
-                        .map(|e| e.get("config").cloned().unwrap_or(Value::Null))
-                        .ok_or_else(|| {
-                            format!("spec.{field}.{plugin}: expected {{config: {{...}}}}")
-                        })?;
-                    out.insert(plugin.clone(), config);
-                }
-            }
-            Some(_) => return Err(format!("spec.{field}: must be a map")),
-        }
-        Ok(out)
-    };
-    let (auth, filters) = (unwrap("auth")?, unwrap("filters")?);
-    // Check entry by entry first so that errors name the field (`spec.auth.keyAuth.config.key`).
-    if auth.is_empty() {
-        return Err("spec.auth: at least one consumer plugin required".into());
-    }
-    for (plugin, config) in &auth {
-        htnn_plugins::validate_consumer_auth(plugin, config)
-            .map_err(|e| policy::plugin_error("spec.auth", plugin, e))?;
-    }
-    for (plugin, config) in &filters {
-        htnn_plugins::validate_consumer_filter(plugin, config)
-            .map_err(|e| policy::plugin_error("spec.filters", plugin, e))?;
-    }
-    let entry = json!({"auth": auth, "filters": filters});
-    htnn_plugins::Consumer::parse(&id.namespace, &name, &entry)
-        .map_err(|e| format!("spec: {e}"))?;
-    Ok((name, entry))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::{EMBEDDED_CREATE_TIME, parse_embedded};
+    use model::Spec;
+    use serde_json::{Value, json};
 
     const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n";
 
@@ -801,7 +318,7 @@ mod tests {
         );
         // The VirtualService is served as given: its unnamed route stays unnamed.
         let vs_id = input.keys().find(|id| id.kind == "VirtualService").unwrap();
-        assert_eq!(out.objects[vs_id], input[vs_id]);
+        assert_eq!(*out.objects[vs_id], input[vs_id]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl fmt::Display for ObjectRef {
 }
 
 /// The metadata we keep; everything else in `metadata` (uid, managedFields, ...) is ignored.
-#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
 pub struct Meta {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
@@ -34,7 +34,7 @@ pub struct Meta {
 }
 
 /// A parsed object's spec.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Spec {
     /// An istio config object: the protobuf-encoded body (`proto` is its full message name)
     /// and the proto3-JSON form of the parsed message, for debugging and tests.
@@ -47,7 +47,7 @@ pub enum Spec {
     Htnn(Value),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Object {
     pub id: ObjectRef,
     pub api_version: String,

@@ -1,8 +1,6 @@
 //! What the translator needs to know about VirtualServices: their `http[]` routes and the
 //! Envoy route names istiod will give them.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::Value;
 
 use crate::kinds;
@@ -40,79 +38,67 @@ fn resolve_gateway(vs_namespace: &str, gw: &str) -> (String, String) {
     }
 }
 
-pub fn index(input: &BTreeMap<ObjectRef, Object>) -> BTreeMap<ObjectRef, VsRoutes> {
-    let existing: BTreeSet<(&str, &str)> = input
-        .keys()
-        .filter(|id| id.group == crate::ISTIO_NETWORKING && id.kind == "Gateway")
-        .map(|id| (id.namespace.as_str(), id.name.as_str()))
-        .collect();
-    input
-        .iter()
-        .filter(|(id, _)| id.group == crate::ISTIO_NETWORKING && id.kind == "VirtualService")
-        .map(|(id, obj)| {
-            let spec = obj.spec_json();
-            let http = spec
-                .get("http")
-                .and_then(Value::as_array)
-                .map(|routes| {
-                    routes
-                        .iter()
-                        .map(|r| HttpRoute {
-                            name: r
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .filter(|s| !s.is_empty())
-                                .map(String::from),
-                            match_names: r
-                                .get("match")
-                                .and_then(Value::as_array)
-                                .map(|ms| {
-                                    ms.iter()
-                                        .map(|m| {
-                                            m.get("name")
-                                                .and_then(Value::as_str)
-                                                .unwrap_or_default()
-                                                .to_string()
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let hosts = spec
-                .get("hosts")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            // No `gateways` means `[mesh]`, i.e. sidecars only.
-            let gateways = spec
-                .get("gateways")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .filter(|g| *g != "mesh")
-                .map(|g| {
-                    let (ns, name) = resolve_gateway(&id.namespace, g);
-                    let found = existing.contains(&(ns.as_str(), name.as_str()));
-                    (format!("{ns}/{name}"), found)
-                })
-                .collect();
-            (
-                id.clone(),
-                VsRoutes {
-                    hosts,
-                    http,
-                    generated_name: format!("{}.{}", id.namespace, id.name),
-                    gateways,
-                },
-            )
-        })
-        .collect()
-}
-
 impl VsRoutes {
+    /// What the translator needs of VirtualService `id`; `gateway_exists(ns, name)` tells
+    /// whether an istio Gateway exists.
+    pub fn of(id: &ObjectRef, obj: &Object, gateway_exists: impl Fn(&str, &str) -> bool) -> Self {
+        let spec = obj.spec_json();
+        let http = spec
+            .get("http")
+            .and_then(Value::as_array)
+            .map(|routes| {
+                routes
+                    .iter()
+                    .map(|r| HttpRoute {
+                        name: r
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .map(String::from),
+                        match_names: r
+                            .get("match")
+                            .and_then(Value::as_array)
+                            .map(|ms| {
+                                ms.iter()
+                                    .map(|m| {
+                                        m.get("name")
+                                            .and_then(Value::as_str)
+                                            .unwrap_or_default()
+                                            .to_string()
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hosts = spec
+            .get("hosts")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        // No `gateways` means `[mesh]`, i.e. sidecars only.
+        let gateways = spec
+            .get("gateways")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|g| *g != "mesh")
+            .map(|g| {
+                let (ns, name) = resolve_gateway(&id.namespace, g);
+                let found = gateway_exists(&ns, &name);
+                (format!("{ns}/{name}"), found)
+            })
+            .collect();
+        VsRoutes {
+            hosts,
+            http,
+            generated_name: format!("{}.{}", id.namespace, id.name),
+            gateways,
+        }
+    }
+
     /// Every `http[]` entry named `section`. istio allows a name twice; such entries share
     /// their Envoy route name, so a sectionName must reach all of them (HTNN buckets policies
     /// by route name) or the chains computed for them would differ and one would be lost.
@@ -196,39 +182,27 @@ impl VsRoutes {
         names
     }
 
-    fn all_route_names(&self) -> Vec<String> {
+    /// Every Envoy route name of this VirtualService, unnamed routes under their generated name.
+    pub fn all_route_names(&self) -> Vec<String> {
         (0..self.http.len())
             .flat_map(|i| self.envoy_route_names(i))
             .collect()
     }
 
-    /// EnvoyFilters match routes by name across every gateway, so a policy may only target a
-    /// VirtualService whose route names no other VirtualService uses.
-    pub fn route_name_clash(
-        &self,
-        me: &ObjectRef,
-        all: &BTreeMap<ObjectRef, VsRoutes>,
-    ) -> Option<String> {
-        let mine = self.all_route_names();
-        for (other_id, other) in all {
-            // Mesh-only VirtualServices never reach a gateway's routes, which are all our
-            // EnvoyFilters patch.
-            if other_id == me || other.gateways.is_empty() {
-                continue;
-            }
-            // Unnamed routes of untargeted VirtualServices stay unnamed, so only named ones count.
-            let theirs: Vec<String> = (0..other.http.len())
-                .filter(|&i| other.http[i].name.is_some())
-                .flat_map(|i| other.envoy_route_names(i))
-                .collect();
-            if let Some(n) = mine.iter().find(|n| theirs.contains(n)) {
-                return Some(format!(
-                    "route name {n:?} is also used by VirtualService {}/{}; route names must be unique to be targeted",
-                    other_id.namespace, other_id.name
-                ));
-            }
-        }
-        None
+    /// The Envoy route names of the named `http[]` routes: what this VirtualService claims
+    /// at its gateways even when no policy targets it (unnamed routes of untargeted
+    /// VirtualServices stay unnamed).
+    pub fn named_route_names(&self) -> Vec<String> {
+        (0..self.http.len())
+            .filter(|&i| self.http[i].name.is_some())
+            .flat_map(|i| self.envoy_route_names(i))
+            .collect()
+    }
+
+    /// Whether this VirtualService reaches any gateway's routes, which are all our
+    /// EnvoyFilters patch.
+    pub fn at_gateways(&self) -> bool {
+        !self.gateways.is_empty()
     }
 
     /// The object with its unnamed `http[]` routes named, or `None` if all are named.
@@ -290,15 +264,6 @@ mod tests {
         }
     }
 
-    fn id(name: &str) -> ObjectRef {
-        ObjectRef {
-            group: crate::ISTIO_NETWORKING.into(),
-            kind: "VirtualService".into(),
-            namespace: "ns".into(),
-            name: name.into(),
-        }
-    }
-
     #[test]
     fn gateway_problems() {
         assert!(
@@ -316,17 +281,5 @@ mod tests {
         );
         let one = routes(vec![("a/x".into(), false), ("b/y".into(), true)], &["r"]);
         assert_eq!(one.gateway_problem(), None);
-    }
-
-    #[test]
-    fn mesh_only_virtual_services_do_not_clash() {
-        let gw = vec![("istio-system/gw".to_string(), true)];
-        let mut all = BTreeMap::new();
-        all.insert(id("a"), routes(gw.clone(), &["orders"]));
-        all.insert(id("mesh"), routes(vec![], &["orders"]));
-        assert_eq!(all[&id("a")].route_name_clash(&id("a"), &all), None);
-        all.insert(id("b"), routes(gw, &["orders"]));
-        let clash = all[&id("a")].route_name_clash(&id("a"), &all).unwrap();
-        assert!(clash.contains("VirtualService ns/b"), "{clash}");
     }
 }

@@ -9,29 +9,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::LoadError;
 use crate::model::{Object, ObjectRef};
+use htnn_translators::Change;
 use htnn_translators::parse::parse_file;
 
 #[derive(Default)]
 struct FileState {
     digest: [u8; 32],
     /// Last good state of every object this file defines.
-    objects: BTreeMap<ObjectRef, Object>,
+    objects: BTreeMap<ObjectRef, Arc<Object>>,
     errors: Vec<LoadError>,
 }
 
+/// The directory's objects, kept up to date file by file: a reload re-parses only the files
+/// whose content changed and reports only the objects that changed.
 pub struct DirSource {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Files defining each object; the first (in path order) wins, the others are reported.
+    definers: BTreeMap<ObjectRef, BTreeSet<PathBuf>>,
+    /// What the last reload reported for each object.
+    current: BTreeMap<ObjectRef, Arc<Object>>,
 }
 
-/// What one reload produced.
-pub struct DirView {
-    pub objects: BTreeMap<ObjectRef, Object>,
+/// What one reload found.
+pub struct Reload {
+    /// Objects added, changed or removed since the previous reload.
+    pub changes: Vec<Change>,
+    /// Every current error (not only new ones).
     pub errors: Vec<LoadError>,
 }
 
@@ -53,6 +63,8 @@ impl DirSource {
         Self {
             dir: dir.into(),
             files: BTreeMap::new(),
+            definers: BTreeMap::new(),
+            current: BTreeMap::new(),
         }
     }
 
@@ -60,9 +72,14 @@ impl DirSource {
         &self.dir
     }
 
+    /// The objects as of the last reload.
+    pub fn objects(&self) -> &BTreeMap<ObjectRef, Arc<Object>> {
+        &self.current
+    }
+
     /// Re-reads the directory. Unchanged files (same content hash) are not parsed again.
     /// Fails only when the directory itself cannot be listed; the previous state stays then.
-    pub fn reload(&mut self) -> std::io::Result<DirView> {
+    pub fn reload(&mut self) -> std::io::Result<Reload> {
         let mut present = BTreeSet::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -70,7 +87,20 @@ impl DirSource {
                 present.insert(path);
             }
         }
-        self.files.retain(|p, _| present.contains(p));
+        let mut touched: BTreeSet<ObjectRef> = BTreeSet::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !present.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            let state = self.files.remove(&path).expect("listed");
+            for id in state.objects.into_keys() {
+                self.undefine(&id, &path);
+                touched.insert(id);
+            }
+        }
         for path in present {
             let state = self.files.entry(path.clone()).or_default();
             match std::fs::read(&path) {
@@ -79,7 +109,40 @@ impl DirSource {
                     if digest != state.digest || state.objects.is_empty() && state.errors.is_empty()
                     {
                         state.digest = digest;
-                        load_file(&path, &bytes, state);
+                        let before = std::mem::take(&mut state.objects);
+                        load_file(&path, &bytes, &before, state);
+                        let after = &state.objects;
+                        let changed: Vec<ObjectRef> = before
+                            .keys()
+                            .chain(after.keys())
+                            .filter(|id| before.get(*id) != after.get(*id))
+                            .cloned()
+                            .collect();
+                        let (added, removed): (Vec<&ObjectRef>, Vec<&ObjectRef>) = (
+                            after
+                                .keys()
+                                .filter(|id| !before.contains_key(*id))
+                                .collect(),
+                            before
+                                .keys()
+                                .filter(|id| !after.contains_key(*id))
+                                .collect(),
+                        );
+                        for id in added {
+                            self.definers
+                                .entry(id.clone())
+                                .or_default()
+                                .insert(path.clone());
+                        }
+                        for id in removed {
+                            if let Some(set) = self.definers.get_mut(id) {
+                                set.remove(&path);
+                                if set.is_empty() {
+                                    self.definers.remove(id);
+                                }
+                            }
+                        }
+                        touched.extend(changed);
                     }
                 }
                 // Unreadable (e.g. removed between listing and reading): keep the last state.
@@ -88,33 +151,65 @@ impl DirSource {
                 }
             }
         }
-        Ok(self.view())
-    }
-
-    fn view(&self) -> DirView {
-        let mut objects: BTreeMap<ObjectRef, Object> = BTreeMap::new();
-        let mut origin: BTreeMap<ObjectRef, &Path> = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (path, state) in &self.files {
-            errors.extend(state.errors.iter().cloned());
-            for (id, obj) in &state.objects {
-                if let Some(first) = origin.get(id) {
-                    errors.push(LoadError {
-                        file: path.display().to_string(),
-                        document: None,
-                        object: Some(id.to_string()),
-                        reason: format!(
-                            "duplicate: already defined in {}; this copy is ignored",
-                            first.display()
-                        ),
-                    });
-                    continue;
+        let mut changes = Vec::new();
+        for id in touched {
+            let winner = self
+                .definers
+                .get(&id)
+                .and_then(|files| files.first())
+                .map(|path| self.files[path].objects[&id].clone());
+            match winner {
+                Some(obj) => {
+                    if self.current.get(&id) != Some(&obj) {
+                        self.current.insert(id, obj.clone());
+                        changes.push(Change::Upsert(obj));
+                    }
                 }
-                origin.insert(id.clone(), path);
-                objects.insert(id.clone(), obj.clone());
+                None => {
+                    if self.current.remove(&id).is_some() {
+                        changes.push(Change::Delete(id));
+                    }
+                }
             }
         }
-        DirView { objects, errors }
+        Ok(Reload {
+            changes,
+            errors: self.errors(),
+        })
+    }
+
+    fn undefine(&mut self, id: &ObjectRef, path: &Path) {
+        if let Some(set) = self.definers.get_mut(id) {
+            set.remove(path);
+            if set.is_empty() {
+                self.definers.remove(id);
+            }
+        }
+    }
+
+    /// Every file's errors, then objects defined in more than one file.
+    fn errors(&self) -> Vec<LoadError> {
+        let mut errors: Vec<LoadError> = self
+            .files
+            .values()
+            .flat_map(|s| s.errors.iter().cloned())
+            .collect();
+        for (id, files) in self.definers.iter().filter(|(_, f)| f.len() > 1) {
+            let mut files = files.iter();
+            let first = files.next().expect("more than one");
+            for path in files {
+                errors.push(LoadError {
+                    file: path.display().to_string(),
+                    document: None,
+                    object: Some(id.to_string()),
+                    reason: format!(
+                        "duplicate: already defined in {}; this copy is ignored",
+                        first.display()
+                    ),
+                });
+            }
+        }
+        errors
     }
 }
 
@@ -127,11 +222,18 @@ fn file_error(path: &Path, reason: String) -> LoadError {
     }
 }
 
-fn load_file(path: &Path, bytes: &[u8], state: &mut FileState) {
+/// Parses a file into `state`; `before` is what it held (the last good states).
+fn load_file(
+    path: &Path,
+    bytes: &[u8],
+    before: &BTreeMap<ObjectRef, Arc<Object>>,
+    state: &mut FileState,
+) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             state.errors = vec![file_error(path, format!("not UTF-8: {e}"))];
+            state.objects = before.clone();
             return;
         }
     };
@@ -151,12 +253,17 @@ fn load_file(path: &Path, bytes: &[u8], state: &mut FileState) {
                     });
                     continue;
                 }
+                // An unchanged object keeps its allocation, so it compares equal cheaply.
+                let obj = match before.get(&obj.id) {
+                    Some(old) if **old == obj => old.clone(),
+                    _ => Arc::new(obj),
+                };
                 objects.insert(obj.id.clone(), obj);
             }
             Err(e) => {
                 match &e.id {
                     Some(id) => {
-                        if let Some(old) = state.objects.get(id.as_ref()) {
+                        if let Some(old) = before.get(id.as_ref()) {
                             objects
                                 .entry(id.as_ref().clone())
                                 .or_insert_with(|| old.clone());
@@ -174,7 +281,7 @@ fn load_file(path: &Path, bytes: &[u8], state: &mut FileState) {
         }
     }
     if unidentified {
-        for (id, old) in &state.objects {
+        for (id, old) in before {
             objects.entry(id.clone()).or_insert_with(|| old.clone());
         }
     }
@@ -189,9 +296,9 @@ mod tests {
     const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [a.example.com]\n  http:\n  - timeout: TIMEOUT\n    route: [{destination: {host: a}}]\n";
     const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec: {selector: {istio: ingressgateway}}\n";
 
-    fn timeout_of(view: &DirView) -> String {
-        let vs = view
-            .objects
+    fn timeout_of(src: &DirSource) -> String {
+        let vs = src
+            .objects()
             .values()
             .find(|o| o.id.kind == "VirtualService")
             .unwrap();
@@ -208,14 +315,22 @@ mod tests {
         std::fs::write(&file, format!("{}---\n{GW}", VS.replace("TIMEOUT", "5s"))).unwrap();
         let mut src = DirSource::new(dir.path());
         let v = src.reload().unwrap();
-        assert_eq!(v.objects.len(), 2);
+        assert_eq!(src.objects().len(), 2);
+        assert_eq!(v.changes.len(), 2);
         assert!(v.errors.is_empty());
+        // Nothing changed: nothing reported.
+        assert!(src.reload().unwrap().changes.is_empty());
 
         // The VS becomes invalid, the gateway is deleted: VS keeps 5s, gateway goes.
         std::fs::write(&file, VS.replace("TIMEOUT", "5parsecs")).unwrap();
         let v = src.reload().unwrap();
-        assert_eq!(v.objects.len(), 1);
-        assert_eq!(timeout_of(&v), "5s");
+        assert_eq!(src.objects().len(), 1);
+        assert_eq!(timeout_of(&src), "5s");
+        assert!(
+            matches!(&v.changes[..], [Change::Delete(id)] if id.kind == "Gateway"),
+            "{:?}",
+            v.changes
+        );
         assert_eq!(v.errors.len(), 1);
         assert_eq!(v.errors[0].document, Some(0));
         assert_eq!(
@@ -225,8 +340,9 @@ mod tests {
 
         std::fs::write(&file, VS.replace("TIMEOUT", "1m")).unwrap();
         let v = src.reload().unwrap();
-        assert_eq!(timeout_of(&v), "60s");
+        assert_eq!(timeout_of(&src), "60s");
         assert!(v.errors.is_empty());
+        assert_eq!(v.changes.len(), 1);
     }
 
     #[test]
@@ -238,11 +354,13 @@ mod tests {
         src.reload().unwrap();
         std::fs::write(&file, "kind: [unclosed\n").unwrap();
         let v = src.reload().unwrap();
-        assert_eq!(v.objects.len(), 2);
+        assert_eq!(src.objects().len(), 2);
+        assert!(v.changes.is_empty());
         assert_eq!(v.errors.len(), 1);
         std::fs::remove_file(&file).unwrap();
         let v = src.reload().unwrap();
-        assert!(v.objects.is_empty() && v.errors.is_empty());
+        assert!(src.objects().is_empty() && v.errors.is_empty());
+        assert_eq!(v.changes.len(), 2);
     }
 
     #[test]
@@ -252,9 +370,20 @@ mod tests {
         std::fs::write(dir.path().join("b.yaml"), VS.replace("TIMEOUT", "2s")).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not config").unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), "garbage: [").unwrap();
-        let v = DirSource::new(dir.path()).reload().unwrap();
-        assert_eq!(timeout_of(&v), "1s");
+        let mut src = DirSource::new(dir.path());
+        let v = src.reload().unwrap();
+        assert_eq!(timeout_of(&src), "1s");
         assert_eq!(v.errors.len(), 1);
         assert!(v.errors[0].reason.contains("duplicate"));
+        // The first copy goes: the second one takes over.
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let v = src.reload().unwrap();
+        assert_eq!(timeout_of(&src), "2s");
+        assert!(v.errors.is_empty());
+        assert!(
+            matches!(&v.changes[..], [Change::Upsert(_)]),
+            "{:?}",
+            v.changes
+        );
     }
 }

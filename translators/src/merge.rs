@@ -1,0 +1,108 @@
+//! HTNN's merge rules for the policies on one VirtualService: per Envoy route, policies sort
+//! by scope (a rule before the whole route), then creation time, then namespace/name; the
+//! first policy wins per plugin, without field-level merge.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::policy::PluginEntry;
+use crate::virtualservice::VsRoutes;
+use crate::{Policy, Scope};
+
+/// What one VirtualService's policies produce: the chain of every Envoy route that has
+/// plugins, and the policies that contributed at least one plugin (`ns/name`).
+pub(crate) struct Merged {
+    pub chains: Vec<(String, Value)>,
+    pub contributors: BTreeSet<String>,
+}
+
+/// `policies` in their listing order (real policies by id, then the embedded one); ties in
+/// merge order keep it.
+pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Merged {
+    // http index -> (scope, policy, its plugins for that route).
+    let mut per_route: BTreeMap<usize, Vec<(Scope, &Policy, &BTreeMap<String, PluginEntry>)>> =
+        BTreeMap::new();
+    for p in policies {
+        let section = p
+            .spec
+            .target_ref
+            .as_ref()
+            .and_then(|t| t.section_name.as_deref());
+        if !p.spec.filters.is_empty() {
+            match section {
+                Some(s) => {
+                    for i in vs.indices_of(s) {
+                        per_route
+                            .entry(i)
+                            .or_default()
+                            .push((Scope::Rule, p, &p.spec.filters));
+                    }
+                }
+                None => {
+                    for i in 0..vs.http.len() {
+                        per_route
+                            .entry(i)
+                            .or_default()
+                            .push((Scope::Route, p, &p.spec.filters));
+                    }
+                }
+            }
+        }
+        for sub in &p.spec.sub_policies {
+            for i in vs.indices_of(&sub.section_name) {
+                per_route
+                    .entry(i)
+                    .or_default()
+                    .push((Scope::Rule, p, &sub.filters));
+            }
+        }
+    }
+    let mut chains: BTreeMap<String, Value> = BTreeMap::new();
+    let mut contributors = BTreeSet::new();
+    for (idx, mut contribs) in per_route {
+        contribs.sort_by(|a, b| (a.0, &a.1.order).cmp(&(b.0, &b.1.order)));
+        let mut merged: BTreeMap<
+            htnn_plugins::registry::OrderKey,
+            (&dyn htnn_plugins::Plugin, &Value),
+        > = BTreeMap::new();
+        for (_, p, filters) in &contribs {
+            let mut used = false;
+            for (name, entry) in filters.iter() {
+                let plugin = htnn_plugins::registry::lookup(name).expect("validated");
+                let key = htnn_plugins::registry::OrderKey::of(plugin);
+                if let std::collections::btree_map::Entry::Vacant(e) = merged.entry(key) {
+                    e.insert((plugin, &entry.config));
+                    used = true;
+                }
+            }
+            // HTNN lists in `htnn.mosn.io/info` only the policies that contributed a plugin
+            // somewhere, not those entirely shadowed by higher-priority ones.
+            if used {
+                contributors.insert(format!("{}/{}", p.id.namespace, p.id.name));
+            }
+        }
+        let plugins: Vec<Value> = merged
+            .values()
+            .map(|(plugin, config)| json!({"name": plugin.name(), "config": config}))
+            .collect();
+        // HTNN's per-route chain carries `namespace` (where consumers are looked up) only when
+        // a consumer plugin is configured.
+        let mut chain = Map::new();
+        if merged
+            .values()
+            .any(|(plugin, _)| plugin.is_consumer_plugin())
+        {
+            chain.insert("namespace".into(), json!(namespace));
+        }
+        chain.insert("plugins".into(), Value::Array(plugins));
+        let chain = Value::Object(chain);
+        for route in vs.envoy_route_names(idx) {
+            chains.insert(route, chain.clone());
+        }
+    }
+    Merged {
+        chains: chains.into_iter().collect(),
+        contributors,
+    }
+}
