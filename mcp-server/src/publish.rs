@@ -86,7 +86,8 @@ pub fn build<O: std::borrow::Borrow<Object>>(objects: &BTreeMap<ObjectRef, O>) -
 /// one of its objects changed. The result always equals [`build`] of the same objects.
 #[derive(Default)]
 pub struct Encoder {
-    by_type: BTreeMap<TypeKey, BTreeMap<String, Arc<ServedResource>>>,
+    /// Per type: resources by name, and the sum of their digests.
+    by_type: BTreeMap<TypeKey, (BTreeMap<String, Arc<ServedResource>>, u64)>,
     snapshot: Snapshot,
 }
 
@@ -104,25 +105,30 @@ impl Encoder {
             let name = format!("{}/{}", id.namespace, id.name);
             match objects.get(id).and_then(|o| to_resource(o)) {
                 Some(r) => {
-                    let resources = self.by_type.entry(key.clone()).or_default();
+                    let (resources, sum) = self.by_type.entry(key.clone()).or_default();
                     if resources.get(&name).map(|old| &old.version) != Some(&r.version) {
-                        resources.insert(name, Arc::new(r));
+                        *sum = sum.wrapping_add(r.digest());
+                        if let Some(old) = resources.insert(name, Arc::new(r)) {
+                            *sum = sum.wrapping_sub(old.digest());
+                        }
                         dirty.insert(key);
                     }
                 }
                 None => {
-                    if let Some(resources) = self.by_type.get_mut(&key)
-                        && resources.remove(&name).is_some()
+                    if let Some((resources, sum)) = self.by_type.get_mut(&key)
+                        && let Some(old) = resources.remove(&name)
                     {
+                        *sum = sum.wrapping_sub(old.digest());
                         dirty.insert(key);
                     }
                 }
             }
         }
         for key in &dirty {
-            match self.by_type.get(key).filter(|r| !r.is_empty()) {
-                Some(resources) => {
-                    let t = TypeSnapshot::from_shared(resources.values().cloned().collect());
+            match self.by_type.get(key).filter(|(r, _)| !r.is_empty()) {
+                Some((resources, sum)) => {
+                    let resources = resources.values().cloned().collect();
+                    let t = TypeSnapshot::with_digest_sum(resources, *sum);
                     self.snapshot.types.insert(key.clone(), Arc::new(t));
                 }
                 None => {
@@ -161,7 +167,7 @@ pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Arc<Object>
                     "labels": obj.map(|o| &o.meta.labels),
                     "annotations": obj.map(|o| &o.meta.annotations),
                     "creationTimestamp": obj.and_then(|o| o.meta.creation_timestamp.clone()),
-                    "spec": obj.map(|o| o.spec_json().clone()),
+                    "spec": obj.map(|o| o.spec_json().into_owned()),
                 })
             })
             .collect();

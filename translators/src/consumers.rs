@@ -1,5 +1,5 @@
-//! Consumers: validated one by one when they change, merged into the consumer carrier
-//! document (see `htnn_plugins::consumer`) when any of them changed.
+//! Consumers: validated one by one when they change, merged per namespace (names are
+//! unique per namespace) into the consumer carrier document (see `htnn_plugins::consumer`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,13 +14,14 @@ use crate::{Status, policy};
 pub(crate) struct ConsumerState {
     pub obj: Arc<Object>,
     pub created: (i64, i32),
-    /// Data-plane name and carrier entry, or why the consumer is invalid.
-    pub entry: Result<(String, Value), String>,
+    /// Data-plane name and carrier entry (compact JSON), or why the consumer is invalid.
+    pub entry: Result<(String, Arc<str>), String>,
 }
 
 impl ConsumerState {
     pub fn new(obj: Arc<Object>) -> Self {
-        let entry = consumer_entry(&obj.id, obj.spec_json());
+        let entry = consumer_entry(&obj.id, &obj.spec_json())
+            .map(|(name, entry)| (name, Arc::from(entry.to_string())));
         Self {
             created: crate::created(&obj),
             obj,
@@ -29,13 +30,14 @@ impl ConsumerState {
     }
 }
 
-/// The carrier document and every consumer's status. With `last_valid`, a consumer whose
-/// current version is invalid is served in its last valid version, if that differs (see
+/// One namespace's part of the carrier document (`None` without valid consumers) and the
+/// status of each of its `consumers`. With `last_valid`, a consumer whose current version is
+/// invalid is served in its last valid version, if that differs (see
 /// [`crate::Options::keep_last_valid`]), and `last_valid` is updated.
-pub(crate) fn carrier(
+pub(crate) fn namespace_doc(
     consumers: &BTreeMap<ObjectRef, ConsumerState>,
     mut last_valid: Option<&mut BTreeMap<ObjectRef, ConsumerState>>,
-) -> (Value, BTreeMap<ObjectRef, Status>) {
+) -> (Option<String>, BTreeMap<ObjectRef, Status>) {
     let (doc, mut statuses) = merge(consumers.values());
     let fallbacks: Vec<&ObjectRef> = match last_valid.as_deref() {
         Some(lv) => statuses
@@ -52,10 +54,9 @@ pub(crate) fn carrier(
         doc
     } else {
         let lv = last_valid.as_deref().expect("fallbacks need last_valid");
-        let served =
-            consumers
-                .iter()
-                .map(|(id, c)| if fallbacks.contains(&id) { &lv[id] } else { c });
+        let served = consumers
+            .iter()
+            .map(|(id, c)| if fallbacks.contains(&id) { &lv[id] } else { c });
         let (doc, second) = merge(served);
         let mut final_statuses = second;
         for id in &fallbacks {
@@ -80,14 +81,16 @@ pub(crate) fn carrier(
     (doc, statuses)
 }
 
-/// Merges consumers into the carrier document: of two with the same data-plane name in a
-/// namespace, the older one wins.
+/// Merges one namespace's consumers, as compact JSON (`{name: entry}`, keys sorted, as
+/// serde_json writes a map): of two with the same data-plane name, the older one wins. Built
+/// from each consumer's entry serialized once: a JSON tree of thousands of consumers would
+/// cost more than everything else a change does.
 fn merge<'a>(
     consumers: impl Iterator<Item = &'a ConsumerState>,
-) -> (Value, BTreeMap<ObjectRef, Status>) {
+) -> (Option<String>, BTreeMap<ObjectRef, Status>) {
     let mut sorted: Vec<&ConsumerState> = consumers.collect();
     sorted.sort_by(|a, b| (a.created, &a.obj.id).cmp(&(b.created, &b.obj.id)));
-    let mut doc: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+    let mut doc: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     for c in sorted {
         let id = &c.obj.id;
@@ -95,7 +98,7 @@ fn merge<'a>(
         let status = match &c.entry {
             Ok((name, entry)) => {
                 let ns = doc.entry(id.namespace.as_str()).or_default();
-                if ns.contains_key(name) {
+                if ns.contains_key(name.as_str()) {
                     Status::invalid(
                         generation,
                         format!(
@@ -104,7 +107,7 @@ fn merge<'a>(
                         ),
                     )
                 } else {
-                    ns.insert(name.clone(), entry.clone());
+                    ns.insert(name, entry);
                     Status::accepted(generation)
                 }
             }
@@ -112,7 +115,32 @@ fn merge<'a>(
         };
         statuses.insert(id.clone(), status);
     }
-    (serde_json::to_value(doc).unwrap_or_default(), statuses)
+    let json = doc.values().next().map(|entries| {
+        let members = entries.iter().map(|(name, entry)| (quoted(name), *entry));
+        object_json(members)
+    });
+    (json, statuses)
+}
+
+pub(crate) fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// `{k1:v1,k2:v2}` from quoted keys (in order) and JSON values.
+pub(crate) fn object_json<K: AsRef<str>, V: AsRef<str>>(
+    members: impl Iterator<Item = (K, V)>,
+) -> String {
+    let mut json = String::from("{");
+    for (i, (k, v)) in members.enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(k.as_ref());
+        json.push(':');
+        json.push_str(v.as_ref());
+    }
+    json.push('}');
+    json
 }
 
 fn consumer_entry(id: &ObjectRef, spec: &Value) -> Result<(String, Value), String> {

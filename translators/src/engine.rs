@@ -78,7 +78,7 @@ struct PolicyVersion {
     obj: Arc<Object>,
     created: (i64, i32),
     /// The spec and the VirtualService it targets, or why it is invalid.
-    parsed: Result<(PolicySpec, ObjectRef), String>,
+    parsed: Result<(Arc<PolicySpec>, ObjectRef), String>,
 }
 
 impl PolicyVersion {
@@ -108,16 +108,16 @@ fn target_of(ns: &str, spec: &PolicySpec) -> Option<ObjectRef> {
     })
 }
 
-fn with_target(ns: &str, spec: PolicySpec) -> Result<(PolicySpec, ObjectRef), String> {
+fn with_target(ns: &str, spec: PolicySpec) -> Result<(Arc<PolicySpec>, ObjectRef), String> {
     let target = target_of(ns, &spec).ok_or("spec.targetRef: required")?;
-    Ok((spec, target))
+    Ok((Arc::new(spec), target))
 }
 
 fn policy_version(obj: &Arc<Object>) -> PolicyVersion {
     let ns = &obj.id.namespace;
     PolicyVersion {
         created: crate::created(obj),
-        parsed: policy::parse(ns, obj.spec_json(), false).and_then(|s| with_target(ns, s)),
+        parsed: policy::parse(ns, &obj.spec_json(), false).and_then(|s| with_target(ns, s)),
         obj: obj.clone(),
     }
 }
@@ -162,7 +162,8 @@ struct Work {
     policies: BTreeSet<PolicyKey>,
     /// VirtualServices to regenerate.
     regen: BTreeSet<ObjectRef>,
-    consumers: bool,
+    /// Namespaces whose consumers changed.
+    consumers: BTreeSet<String>,
 }
 
 pub struct Translator {
@@ -182,8 +183,11 @@ pub struct Translator {
     by_target: BTreeMap<ObjectRef, BTreeSet<PolicyKey>>,
     /// VirtualService -> the accepted policies contributing to it.
     contributions: BTreeMap<ObjectRef, BTreeMap<PolicyKey, Arc<Policy>>>,
-    consumers: BTreeMap<ObjectRef, ConsumerState>,
-    consumers_last_valid: BTreeMap<ObjectRef, ConsumerState>,
+    /// Namespace -> its consumers.
+    consumers: BTreeMap<String, BTreeMap<ObjectRef, ConsumerState>>,
+    consumers_last_valid: BTreeMap<String, BTreeMap<ObjectRef, ConsumerState>>,
+    /// Namespace -> its part of the carrier document.
+    consumer_docs: BTreeMap<String, String>,
     delta: Delta,
 }
 
@@ -204,11 +208,12 @@ impl Translator {
             contributions: BTreeMap::new(),
             consumers: BTreeMap::new(),
             consumers_last_valid: BTreeMap::new(),
+            consumer_docs: BTreeMap::new(),
             delta: Delta::default(),
         };
         let base = t.generated_object("htnn-http-filter", "htnn", None, envoyfilter::base_spec());
         t.set_generated(base);
-        t.regenerate_consumers();
+        t.regenerate_consumers(BTreeSet::new());
         t
     }
 
@@ -249,8 +254,8 @@ impl Translator {
         for vs in std::mem::take(&mut work.regen) {
             self.regenerate(&vs);
         }
-        if work.consumers {
-            self.regenerate_consumers();
+        if !work.consumers.is_empty() {
+            self.regenerate_consumers(work.consumers);
         }
     }
 
@@ -286,16 +291,20 @@ impl Translator {
                     self.update_policy(key, new.as_ref().map(policy_version), work);
                 }
                 "Consumer" => {
+                    let ns = id.namespace.clone();
                     match new {
                         Some(obj) => {
-                            self.consumers.insert(id, ConsumerState::new(obj));
+                            let c = ConsumerState::new(obj);
+                            self.consumers.entry(ns.clone()).or_default().insert(id, c);
                         }
                         None => {
-                            self.consumers.remove(&id);
+                            if let Some(m) = self.consumers.get_mut(&ns) {
+                                m.remove(&id);
+                            }
                             self.remove_status(&id);
                         }
                     }
-                    work.consumers = true;
+                    work.consumers.insert(ns);
                 }
                 _ => match new {
                     // ServiceRegistry and DynamicConfig.
@@ -522,14 +531,17 @@ impl Translator {
         }
         // HTNN: "If the specific section name is not found, the FilterPolicy will still be
         // treated as accepted" -- such a subPolicy is dropped; the status says so.
-        let mut ignored = Vec::new();
-        spec.sub_policies.retain(|sub| {
-            let exists = vs.index_of(&sub.section_name).is_some();
-            if !exists {
-                ignored.push(format!("{:?}", sub.section_name));
-            }
-            exists
-        });
+        let ignored: Vec<String> = spec
+            .sub_policies
+            .iter()
+            .filter(|sub| vs.index_of(&sub.section_name).is_none())
+            .map(|sub| format!("{:?}", sub.section_name))
+            .collect();
+        if !ignored.is_empty() {
+            Arc::make_mut(&mut spec)
+                .sub_policies
+                .retain(|sub| vs.index_of(&sub.section_name).is_some());
+        }
         let mut status = Status::accepted(generation);
         if !ignored.is_empty() {
             status.message = format!(
@@ -591,20 +603,38 @@ impl Translator {
         }
     }
 
-    fn regenerate_consumers(&mut self) {
-        let last_valid = self
-            .opts
-            .keep_last_valid
-            .then_some(&mut self.consumers_last_valid);
-        let (doc, statuses) = consumers::carrier(&self.consumers, last_valid);
-        for (id, status) in statuses {
-            self.set_status(&id, status);
+    /// Recomputes the consumers of `namespaces`, then the carrier from every namespace's part.
+    fn regenerate_consumers(&mut self, namespaces: BTreeSet<String>) {
+        for ns in namespaces {
+            let empty = BTreeMap::new();
+            let consumers = self.consumers.get(&ns).unwrap_or(&empty);
+            let last_valid = self
+                .opts
+                .keep_last_valid
+                .then(|| self.consumers_last_valid.entry(ns.clone()).or_default());
+            let (doc, statuses) = consumers::namespace_doc(consumers, last_valid);
+            if consumers.is_empty() {
+                self.consumers.remove(&ns);
+                self.consumers_last_valid.remove(&ns);
+            }
+            match doc {
+                Some(doc) => self.consumer_docs.insert(ns, doc),
+                None => self.consumer_docs.remove(&ns),
+            };
+            for (id, status) in statuses {
+                self.set_status(&id, status);
+            }
         }
+        let doc = consumers::object_json(
+            self.consumer_docs
+                .iter()
+                .map(|(ns, doc)| (consumers::quoted(ns), doc)),
+        );
         let ef = self.generated_object(
             "htnn-consumers",
             "Consumer",
             None,
-            envoyfilter::consumers_spec(&doc),
+            envoyfilter::consumers_spec(doc),
         );
         self.set_generated(ef);
     }
@@ -629,7 +659,7 @@ impl Translator {
             .expect("EnvoyFilter is an istio kind");
         // Our own output goes through the same parser as user input: a bug here shows up as
         // a parse error in tests, never as something istiod silently drops.
-        let (body, json) = match kind.parse(spec) {
+        let body = match kind.parse(spec) {
             Ok(v) => v,
             Err(e) => panic!("generated EnvoyFilter {name} does not parse: {e}"),
         };
@@ -649,7 +679,6 @@ impl Translator {
             spec: Spec::Istio {
                 proto: kind.proto,
                 body,
-                json,
             },
         }
     }

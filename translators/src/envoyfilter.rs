@@ -22,17 +22,22 @@ fn typed_struct(type_url: &str, value: Value) -> Value {
 
 /// Module configs travel as a JSON string in a `google.protobuf.StringValue`, which Envoy hands
 /// to the module as raw bytes.
-fn string_value(config: &Value) -> Value {
-    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()})
+fn string_value(config_json: String) -> Value {
+    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config_json})
 }
 
 pub fn filter_config(filter_name: &str, config: &Value) -> Value {
+    filter_config_json(filter_name, config.to_string())
+}
+
+/// [`filter_config`] with the config already serialized.
+pub fn filter_config_json(filter_name: &str, config_json: String) -> Value {
     typed_struct(
         FILTER_TYPE,
         json!({
             "dynamic_module_config": {"name": MODULE, "do_not_close": true},
             "filter_name": filter_name,
-            "filter_config": string_value(config),
+            "filter_config": string_value(config_json),
         }),
     )
 }
@@ -43,7 +48,7 @@ pub fn per_route_config(config: &Value) -> Value {
         json!({
             "dynamic_module_config": {"name": MODULE, "do_not_close": true},
             "filter_name": MAIN_FILTER,
-            "filter_config": string_value(config),
+            "filter_config": string_value(config.to_string()),
         }),
     )
 }
@@ -82,12 +87,12 @@ pub fn base_spec() -> Value {
     })
 }
 
-/// The ECDS resource holding every consumer.
-pub fn consumers_spec(consumers: &Value) -> Value {
+/// The ECDS resource holding every consumer (`consumers_json`: the carrier document).
+pub fn consumers_spec(consumers_json: String) -> Value {
     json!({
         "configPatches": [{"applyTo": "EXTENSION_CONFIG", "patch": {"operation": "ADD", "value": {
             "name": CONSUMER_FILTER,
-            "typed_config": filter_config(CONSUMER_FILTER, consumers),
+            "typed_config": filter_config_json(CONSUMER_FILTER, consumers_json),
         }}}],
     })
 }

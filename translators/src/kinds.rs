@@ -13,7 +13,8 @@ use htnn_proto::spec::{self, SpecError};
 
 pub const HTNN_GROUP: &str = "htnn.mosn.io";
 
-type ParseFn = fn(&str, Value) -> Result<(Vec<u8>, Value), SpecError>;
+type ParseFn = fn(&str, Value) -> Result<Vec<u8>, SpecError>;
+type JsonFn = fn(&[u8]) -> Value;
 
 /// An istio config kind as served over MCP.
 pub struct IstioKind {
@@ -24,20 +25,30 @@ pub struct IstioKind {
     /// Full protobuf name of the body, e.g. `istio.networking.v1alpha3.VirtualService`.
     pub proto: &'static str,
     parse: ParseFn,
+    json: JsonFn,
 }
 
-fn parse_as<T>(full_name: &str, spec: Value) -> Result<(Vec<u8>, Value), SpecError>
+fn parse_as<T>(full_name: &str, spec: Value) -> Result<Vec<u8>, SpecError>
 where
     T: DeserializeOwned + Serialize + prost::Message,
 {
     let message: T = spec::parse(full_name, spec)?;
-    let json = spec::to_json(&message).unwrap_or(Value::Null);
-    Ok((message.encode_to_vec(), json))
+    Ok(message.encode_to_vec())
+}
+
+fn json_of<T>(body: &[u8]) -> Value
+where
+    T: Serialize + prost::Message + Default,
+{
+    T::decode(body)
+        .ok()
+        .and_then(|m| spec::to_json(&m).ok())
+        .unwrap_or(Value::Null)
 }
 
 macro_rules! istio_kind {
     ($group:literal, $kind:literal, [$($v:literal),+], $proto:literal, $ty:ty) => {
-        IstioKind { group: $group, kind: $kind, versions: &[$($v),+], proto: $proto, parse: parse_as::<$ty> }
+        IstioKind { group: $group, kind: $kind, versions: &[$($v),+], proto: $proto, parse: parse_as::<$ty>, json: json_of::<$ty> }
     };
 }
 
@@ -160,8 +171,14 @@ pub const HTNN_KINDS: &[&str] = &[
 ];
 
 impl IstioKind {
-    pub fn parse(&self, spec: Value) -> Result<(Vec<u8>, Value), SpecError> {
+    /// The protobuf encoding of a spec given in istio's JSON/YAML form.
+    pub fn parse(&self, spec: Value) -> Result<Vec<u8>, SpecError> {
         (self.parse)(self.proto, spec)
+    }
+
+    /// The proto3-JSON form of an encoded spec (`null` if it does not decode).
+    pub fn json(&self, body: &[u8]) -> Value {
+        (self.json)(body)
     }
 
     pub fn is(&self, group: &str, kind: &str) -> bool {
@@ -208,4 +225,9 @@ pub fn lookup(api_version: &str, kind: &str) -> Result<Known, String> {
 
 pub fn istio_kind(group: &str, kind: &str) -> Option<&'static IstioKind> {
     ISTIO_KINDS.iter().find(|k| k.is(group, kind))
+}
+
+/// The kind whose body is the protobuf message `proto`.
+pub fn istio_kind_by_proto(proto: &str) -> Option<&'static IstioKind> {
+    ISTIO_KINDS.iter().find(|k| k.proto == proto)
 }

@@ -86,7 +86,8 @@ struct Policy {
     id: ObjectRef,
     /// Sort key: creation time (embedded policies sort first), then namespace/name.
     order: (i64, i32, String, String),
-    spec: policy::PolicySpec,
+    /// Shared with the parsed policy unless sub-policies had to be dropped.
+    spec: Arc<policy::PolicySpec>,
     target: ObjectRef,
 }
 

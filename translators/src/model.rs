@@ -1,8 +1,10 @@
 //! The object model shared by every source: Kubernetes-style objects identified by
 //! group, kind, namespace and name.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -36,15 +38,14 @@ pub struct Meta {
 /// A parsed object's spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Spec {
-    /// An istio config object: the protobuf-encoded body (`proto` is its full message name)
-    /// and the proto3-JSON form of the parsed message, for debugging and tests.
-    Istio {
-        proto: &'static str,
-        body: Vec<u8>,
-        json: Value,
-    },
-    /// An HTNN object, kept as JSON; its meaning is the translator's business.
-    Htnn(Value),
+    /// An istio config object: the protobuf-encoded body (`proto` is its full message name).
+    /// Only the encoding is kept: a JSON tree costs ten times its size in memory, and is
+    /// needed only for debug views (see [`Object::spec_json`]).
+    Istio { proto: &'static str, body: Vec<u8> },
+    /// An HTNN object's spec as compact JSON text (keys sorted): a fraction of the memory of
+    /// a JSON tree, and parsed only when the object changes. Its meaning is the translator's
+    /// business.
+    Htnn(Arc<str>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,10 +57,14 @@ pub struct Object {
 }
 
 impl Object {
-    pub fn spec_json(&self) -> &Value {
+    /// The spec as JSON: istio's proto3-JSON form of the body (decoded on each call), or the
+    /// HTNN spec as written.
+    pub fn spec_json(&self) -> Cow<'_, Value> {
         match &self.spec {
-            Spec::Istio { json, .. } => json,
-            Spec::Htnn(v) => v,
+            Spec::Istio { proto, body } => Cow::Owned(
+                crate::kinds::istio_kind_by_proto(proto).map_or(Value::Null, |k| k.json(body)),
+            ),
+            Spec::Htnn(text) => Cow::Owned(serde_json::from_str(text).unwrap_or(Value::Null)),
         }
     }
 }

@@ -211,20 +211,19 @@ pub fn parse_object(doc: usize, mut v: Value) -> Result<Object, DocError> {
         .unwrap_or(Value::Object(Default::default()));
     let spec = match known {
         Known::Istio(k) => {
-            let (body, json) = k
+            let body = k
                 .parse(spec_v)
                 .map_err(|e| err(Some(id.clone()), e.to_string()))?;
             Spec::Istio {
                 proto: k.proto,
                 body,
-                json,
             }
         }
         Known::Htnn => {
             if !spec_v.is_object() {
                 return Err(err(Some(id), "spec must be a map".into()));
             }
-            Spec::Htnn(spec_v)
+            Spec::Htnn(spec_v.to_string().into())
         }
     };
     Ok(Object {
