@@ -28,7 +28,7 @@ export HTNN_MODULE_DIR := $(CURDIR)/target/debug
 export HTNN_KUBE_APISERVER_BIN := $(KUBE_DIR)/bin/kube-apiserver
 export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
 
-.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane lint fmt demo clean-cache
+.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control lint fmt demo clean-cache
 
 all: build
 
@@ -75,6 +75,15 @@ bench-dataplane: envoy
 	command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk)
 	$(CARGO) build --release -p htnn-envoy-module --lib --example bench_dataplane
 	HTNN_MODULE_DIR=$(CURDIR)/target/release $(CARGO) run --release -p htnn-envoy-module --example bench_dataplane
+
+## Control-plane benchmark, not part of `make test` (~15 min): full and incremental translation
+## at 1k, 3k, 10k and 30k VirtualServices, `htnn serve` memory, then file edit -> istiod
+## propagation through htnn and through istiod's own fs:// source at 1k and 10k.
+bench-control: istiod kube
+	$(CARGO) build --release -p htnn-mcp-server --bin htnn
+	$(CARGO) build --release -p htnn-integration --example bench_control --example bench_propagation
+	HTNN_BIN=$(CURDIR)/target/release/htnn $(CURDIR)/target/release/examples/bench_control
+	HTNN_BIN=$(CURDIR)/target/release/htnn $(CURDIR)/target/release/examples/bench_propagation
 
 lint:
 	$(CARGO) fmt --all --check

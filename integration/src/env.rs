@@ -199,12 +199,27 @@ impl Istiod {
         options: &IstiodOptions,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        let source = format!("xds://{mcp_addr}");
+        Self::start_with_source(bin, workdir, &source, kubeconfig, options, timeout).await
+    }
+
+    /// [`Istiod::start`] with any `meshConfig.configSources` address as the only source, for
+    /// example `fs:///abs/dir` (istiod's own file source, for comparisons). istiod opens its
+    /// xDS port once that source has synced.
+    pub async fn start_with_source(
+        bin: &Path,
+        workdir: &Path,
+        config_source: &str,
+        kubeconfig: &Path,
+        options: &IstiodOptions,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(workdir)?;
         let mesh = workdir.join("mesh.yaml");
         std::fs::write(
             &mesh,
             format!(
-                "rootNamespace: istio-system\nconfigSources:\n- address: xds://{mcp_addr}\n{}",
+                "rootNamespace: istio-system\nconfigSources:\n- address: {config_source}\n{}",
                 options.mesh_extra
             ),
         )?;

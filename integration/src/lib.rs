@@ -32,6 +32,8 @@ pub mod http;
 pub mod kube;
 pub mod normalize;
 pub mod process;
+pub mod propagation;
+pub mod scale;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

@@ -36,7 +36,7 @@ impl ConsumerState {
 /// [`crate::Options::keep_last_valid`]), and `last_valid` is updated.
 pub(crate) fn namespace_doc(
     consumers: &BTreeMap<ObjectRef, ConsumerState>,
-    mut last_valid: Option<&mut BTreeMap<ObjectRef, ConsumerState>>,
+    last_valid: Option<&mut BTreeMap<ObjectRef, ConsumerState>>,
 ) -> (Option<String>, BTreeMap<ObjectRef, Status>) {
     let (doc, mut statuses) = merge(consumers.values());
     let fallbacks: Vec<&ObjectRef> = match last_valid.as_deref() {
@@ -67,7 +67,7 @@ pub(crate) fn namespace_doc(
         statuses = final_statuses;
         doc
     };
-    if let Some(lv) = last_valid.as_deref_mut() {
+    if let Some(lv) = last_valid {
         lv.retain(|id, _| consumers.contains_key(id));
         for (id, s) in &statuses {
             if s.reason != crate::Reason::Invalid {

@@ -24,6 +24,7 @@ use crate::embedded::{self, EMBEDDED_CREATE_TIME};
 use crate::model::{Meta, Object, ObjectRef, Spec};
 use crate::policy::{self, PolicySpec};
 use crate::routes::RouteIndex;
+use crate::small::VecMap;
 use crate::virtualservice::VsRoutes;
 use crate::{
     CREATED_BY_LABEL, HTNN_GROUP, INFO_ANNOTATION, ISTIO_NETWORKING, LAST_VALID_SUFFIX, Options,
@@ -180,9 +181,9 @@ pub struct Translator {
     routes: RouteIndex,
     policies: BTreeMap<PolicyKey, PolicyState>,
     /// VirtualService -> policies targeting it (in their current or last valid version).
-    by_target: BTreeMap<ObjectRef, BTreeSet<PolicyKey>>,
+    by_target: BTreeMap<ObjectRef, VecMap<PolicyKey, ()>>,
     /// VirtualService -> the accepted policies contributing to it.
-    contributions: BTreeMap<ObjectRef, BTreeMap<PolicyKey, Arc<Policy>>>,
+    contributions: BTreeMap<ObjectRef, VecMap<PolicyKey, Arc<Policy>>>,
     /// Namespace -> its consumers.
     consumers: BTreeMap<String, BTreeMap<ObjectRef, ConsumerState>>,
     consumers_last_valid: BTreeMap<String, BTreeMap<ObjectRef, ConsumerState>>,
@@ -244,7 +245,7 @@ impl Translator {
         }
         for vs in &work.vs {
             if let Some(keys) = self.by_target.get(vs) {
-                work.policies.extend(keys.iter().cloned());
+                work.policies.extend(keys.keys().cloned());
             }
         }
         work.regen.extend(work.vs.iter().cloned());
@@ -436,7 +437,10 @@ impl Translator {
             self.unindex_policy(&vs, key);
         }
         for vs in new {
-            self.by_target.entry(vs).or_default().insert(key.clone());
+            self.by_target
+                .entry(vs)
+                .or_default()
+                .insert(key.clone(), ());
         }
     }
 

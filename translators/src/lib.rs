@@ -23,6 +23,7 @@ pub mod parse;
 pub mod policy;
 pub mod render;
 mod routes;
+mod small;
 pub mod status;
 pub mod time;
 mod virtualservice;

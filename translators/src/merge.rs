@@ -17,12 +17,14 @@ pub(crate) struct Merged {
     pub contributors: BTreeSet<String>,
 }
 
+/// A policy's plugins for one route, with the scope they come from.
+type Contribution<'a> = (Scope, &'a Policy, &'a BTreeMap<String, PluginEntry>);
+
 /// `policies` in their listing order (real policies by id, then the embedded one); ties in
 /// merge order keep it.
 pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Merged {
     // http index -> (scope, policy, its plugins for that route).
-    let mut per_route: BTreeMap<usize, Vec<(Scope, &Policy, &BTreeMap<String, PluginEntry>)>> =
-        BTreeMap::new();
+    let mut per_route: BTreeMap<usize, Vec<Contribution>> = BTreeMap::new();
     for p in policies {
         let section = p
             .spec

@@ -8,24 +8,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::ObjectRef;
+use crate::small::VecMap;
 use crate::virtualservice::VsRoutes;
 
 #[derive(Default)]
 pub(crate) struct RouteIndex {
     /// Envoy route name -> gateway-bound VirtualServices with a named route of that name.
-    claimed: BTreeMap<String, BTreeSet<ObjectRef>>,
+    claimed: BTreeMap<String, VecMap<ObjectRef, ()>>,
     /// Envoy route name -> VirtualServices with that name among all their route names
     /// (named, or generated for unnamed routes): those whose clash check reads `claimed[name]`.
-    owners: BTreeMap<String, BTreeSet<ObjectRef>>,
+    owners: BTreeMap<String, VecMap<ObjectRef, ()>>,
 }
 
-fn add(map: &mut BTreeMap<String, BTreeSet<ObjectRef>>, names: Vec<String>, id: &ObjectRef) {
+fn add(map: &mut BTreeMap<String, VecMap<ObjectRef, ()>>, names: Vec<String>, id: &ObjectRef) {
     for n in names {
-        map.entry(n).or_default().insert(id.clone());
+        map.entry(n).or_default().insert(id.clone(), ());
     }
 }
 
-fn remove(map: &mut BTreeMap<String, BTreeSet<ObjectRef>>, names: Vec<String>, id: &ObjectRef) {
+fn remove(map: &mut BTreeMap<String, VecMap<ObjectRef, ()>>, names: Vec<String>, id: &ObjectRef) {
     for n in names {
         if let Some(set) = map.get_mut(&n) {
             set.remove(id);
@@ -61,7 +62,7 @@ impl RouteIndex {
         claims(vs)
             .iter()
             .filter_map(|n| self.owners.get(n))
-            .flatten()
+            .flat_map(VecMap::keys)
             .cloned()
             .collect()
     }
@@ -78,7 +79,7 @@ impl RouteIndex {
         let other = mine
             .iter()
             .filter_map(|n| self.claimed.get(n))
-            .flatten()
+            .flat_map(VecMap::keys)
             .filter(|id| *id != me)
             .min()?;
         let theirs = claims(&all[other]);
