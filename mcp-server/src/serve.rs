@@ -159,6 +159,17 @@ struct Publisher {
     pipeline: Arc<Mutex<Pipeline>>,
 }
 
+/// Whether a file event can mean new content. notify also reports opens and reads (the
+/// source's own, on every reload); of the access events only "closed after writing" counts.
+fn may_change_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Loads the directory, publishes, then reloads on every (debounced) change. Returns when
 /// the publication channel closes.
 fn watch_dir(
@@ -169,7 +180,11 @@ fn watch_dir(
 ) {
     let (events_tx, events) = std::sync::mpsc::channel();
     let _watcher = match notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        let _ = events_tx.send(e.is_ok());
+        // An error may mean lost events: rescan. Our own reads must not trigger one, or the
+        // source would reload forever.
+        if e.as_ref().map_or(true, |e| may_change_content(&e.kind)) {
+            let _ = events_tx.send(());
+        }
     }) {
         Ok(mut w) => match w.watch(source.dir(), notify::RecursiveMode::NonRecursive) {
             Ok(()) => Some(w),
@@ -289,4 +304,33 @@ fn status_json(statuses: &std::collections::BTreeMap<ObjectRef, Status>) -> serd
         out.insert(id.to_string(), serde_json::to_value(s).unwrap_or_default());
     }
     serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change_content;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
+
+    #[test]
+    fn reads_do_not_trigger_a_reload_writes_do() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert!(!may_change_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(may_change_content(&kind), "{kind:?}");
+        }
+    }
 }
