@@ -92,8 +92,8 @@ struct PolicyState {
     current: PolicyVersion,
     /// The last version that was not `Invalid` (with [`Options::keep_last_valid`]).
     last_valid: Option<PolicyVersion>,
-    /// The VirtualServices this policy is listed under in `by_target`.
-    indexed: BTreeSet<ObjectRef>,
+    /// The VirtualServices this policy is listed under in `by_target` (one or two).
+    indexed: Vec<ObjectRef>,
     /// Where and what it contributes now.
     contribution: Option<(ObjectRef, Arc<Policy>)>,
 }
@@ -405,7 +405,7 @@ impl Translator {
                         let state = PolicyState {
                             current: version,
                             last_valid: None,
-                            indexed: BTreeSet::new(),
+                            indexed: Vec::new(),
                             contribution: None,
                         };
                         self.policies.insert(key.clone(), state);
@@ -420,7 +420,7 @@ impl Translator {
     /// Lists a policy in `by_target` under its current and last valid targets.
     fn index_policy(&mut self, key: &PolicyKey) {
         let state = self.policies.get_mut(key).expect("indexed policy exists");
-        let wanted: BTreeSet<ObjectRef> = [
+        let mut wanted: Vec<ObjectRef> = [
             state.current.target(),
             state.last_valid.as_ref().and_then(PolicyVersion::target),
         ]
@@ -428,10 +428,18 @@ impl Translator {
         .flatten()
         .cloned()
         .collect();
-        let (gone, new): (Vec<ObjectRef>, Vec<ObjectRef>) = (
-            state.indexed.difference(&wanted).cloned().collect(),
-            wanted.difference(&state.indexed).cloned().collect(),
-        );
+        wanted.dedup();
+        let gone: Vec<ObjectRef> = state
+            .indexed
+            .iter()
+            .filter(|t| !wanted.contains(t))
+            .cloned()
+            .collect();
+        let new: Vec<ObjectRef> = wanted
+            .iter()
+            .filter(|t| !state.indexed.contains(t))
+            .cloned()
+            .collect();
         state.indexed = wanted;
         for vs in gone {
             self.unindex_policy(&vs, key);

@@ -42,13 +42,14 @@ pub fn filter_config_json(filter_name: &str, config_json: String) -> Value {
     )
 }
 
-pub fn per_route_config(config: &Value) -> Value {
+/// `config_json`: the route's chain, already serialized.
+pub fn per_route_config(config_json: &str) -> Value {
     typed_struct(
         PER_ROUTE_TYPE,
         json!({
             "dynamic_module_config": {"name": MODULE, "do_not_close": true},
             "filter_name": MAIN_FILTER,
-            "filter_config": string_value(config.to_string()),
+            "filter_config": string_value(config_json.to_string()),
         }),
     )
 }
@@ -98,7 +99,7 @@ pub fn consumers_spec(consumers_json: String) -> Value {
 }
 
 /// One `HTTP_ROUTE` MERGE per Envoy route name, enabling the plugin filter with its chain.
-pub fn routes_spec(routes: &[(String, Value)]) -> Value {
+pub fn routes_spec(routes: &[(String, String)]) -> Value {
     let patches: Vec<Value> = routes
         .iter()
         .map(|(route, chain)| {

@@ -4,16 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
-
-use crate::policy::PluginEntry;
+use crate::consumers::{object_json, quoted};
+use crate::policy::{ConfigText, PluginEntry};
 use crate::virtualservice::VsRoutes;
 use crate::{Policy, Scope};
 
 /// What one VirtualService's policies produce: the chain of every Envoy route that has
 /// plugins, and the policies that contributed at least one plugin (`ns/name`).
 pub(crate) struct Merged {
-    pub chains: Vec<(String, Value)>,
+    /// Envoy route name -> its chain as compact JSON.
+    pub chains: Vec<(String, String)>,
     pub contributors: BTreeSet<String>,
 }
 
@@ -60,13 +60,13 @@ pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Mer
             }
         }
     }
-    let mut chains: BTreeMap<String, Value> = BTreeMap::new();
+    let mut chains: BTreeMap<String, String> = BTreeMap::new();
     let mut contributors = BTreeSet::new();
     for (idx, mut contribs) in per_route {
         contribs.sort_by(|a, b| (a.0, &a.1.order).cmp(&(b.0, &b.1.order)));
         let mut merged: BTreeMap<
             htnn_plugins::registry::OrderKey,
-            (&dyn htnn_plugins::Plugin, &Value),
+            (&dyn htnn_plugins::Plugin, &ConfigText),
         > = BTreeMap::new();
         for (_, p, filters) in &contribs {
             let mut used = false;
@@ -84,21 +84,30 @@ pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Mer
                 contributors.insert(format!("{}/{}", p.id.namespace, p.id.name));
             }
         }
-        let plugins: Vec<Value> = merged
+        // `{"config": ..., "name": ...}`, keys in serde_json's (sorted) order.
+        let plugins: Vec<String> = merged
             .values()
-            .map(|(plugin, config)| json!({"name": plugin.name(), "config": config}))
+            .map(|(plugin, config)| {
+                object_json(
+                    [
+                        (quoted("config"), config.as_str().to_string()),
+                        (quoted("name"), quoted(plugin.name())),
+                    ]
+                    .into_iter(),
+                )
+            })
             .collect();
+        let mut members = Vec::new();
         // HTNN's per-route chain carries `namespace` (where consumers are looked up) only when
         // a consumer plugin is configured.
-        let mut chain = Map::new();
         if merged
             .values()
             .any(|(plugin, _)| plugin.is_consumer_plugin())
         {
-            chain.insert("namespace".into(), json!(namespace));
+            members.push((quoted("namespace"), quoted(namespace)));
         }
-        chain.insert("plugins".into(), Value::Array(plugins));
-        let chain = Value::Object(chain);
+        members.push((quoted("plugins"), format!("[{}]", plugins.join(","))));
+        let chain = object_json(members.into_iter());
         for route in vs.envoy_route_names(idx) {
             chains.insert(route, chain.clone());
         }

@@ -14,7 +14,11 @@ impl<K: Ord, V> VecMap<K, V> {
     pub fn insert(&mut self, key: K, value: V) {
         match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
+            Err(i) => {
+                // Most of these maps hold one or two entries for good: no spare capacity.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (key, value))
+            }
         }
     }
 
