@@ -105,8 +105,8 @@ fn incremental(
             Change::Delete(ObjectRef {
                 group: "networking.istio.io".into(),
                 kind: "VirtualService".into(),
-                namespace: scale::namespace(i),
-                name: format!("vs-{i}"),
+                namespace: scale::namespace(i).into(),
+                name: format!("vs-{i}").into(),
             })
         })
         .collect();

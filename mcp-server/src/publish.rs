@@ -155,8 +155,8 @@ pub fn debug_view(snapshot: &Snapshot, objects: &BTreeMap<ObjectRef, Arc<Object>
             .map(|r| {
                 let (ns, name) = r.name.split_once('/').unwrap_or(("", &r.name));
                 let id = ObjectRef {
-                    group: key.group.clone(),
-                    kind: key.kind.clone(),
+                    group: key.group.as_str().into(),
+                    kind: key.kind.as_str().into(),
                     namespace: ns.into(),
                     name: name.into(),
                 };

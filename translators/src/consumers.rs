@@ -153,8 +153,8 @@ fn consumer_entry(id: &ObjectRef, spec: &Value) -> Result<(String, Value), Strin
     }
     // HTNN uses `spec.name` only when non-empty.
     let name = match obj.get("name") {
-        None | Some(Value::Null) => id.name.clone(),
-        Some(Value::String(s)) if s.is_empty() => id.name.clone(),
+        None | Some(Value::Null) => id.name.to_string(),
+        Some(Value::String(s)) if s.is_empty() => id.name.to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err("spec.name: must be a string".into()),
     };

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::consumers::{self, ConsumerState};
 use crate::embedded::{self, EMBEDDED_CREATE_TIME};
-use crate::model::{Meta, Object, ObjectRef, Spec};
+use crate::model::{Meta, Name, Object, ObjectRef, Spec};
 use crate::policy::{self, PolicySpec};
 use crate::routes::RouteIndex;
 use crate::small::VecMap;
@@ -102,10 +102,10 @@ struct PolicyState {
 fn target_of(ns: &str, spec: &PolicySpec) -> Option<ObjectRef> {
     let t = spec.target_ref.as_ref()?;
     Some(ObjectRef {
-        group: ISTIO_NETWORKING.into(),
-        kind: "VirtualService".into(),
-        namespace: ns.into(),
-        name: t.name.clone(),
+        group: Name::interned(ISTIO_NETWORKING),
+        kind: Name::interned("VirtualService"),
+        namespace: Name::interned(ns),
+        name: t.name.as_str().into(),
     })
 }
 
@@ -125,10 +125,10 @@ fn policy_version(obj: &Arc<Object>) -> PolicyVersion {
 
 fn embedded_id(vs: &ObjectRef) -> ObjectRef {
     ObjectRef {
-        group: HTNN_GROUP.into(),
-        kind: "FilterPolicy".into(),
+        group: Name::interned(HTNN_GROUP),
+        kind: Name::interned("FilterPolicy"),
         namespace: vs.namespace.clone(),
-        name: format!("embedded-virtualservice-{}", vs.name),
+        name: format!("embedded-virtualservice-{}", vs.name).into(),
     }
 }
 
@@ -292,7 +292,7 @@ impl Translator {
                     self.update_policy(key, new.as_ref().map(policy_version), work);
                 }
                 "Consumer" => {
-                    let ns = id.namespace.clone();
+                    let ns = id.namespace.to_string();
                     match new {
                         Some(obj) => {
                             let c = ConsumerState::new(obj);
@@ -653,9 +653,9 @@ impl Translator {
 
     fn ef_id(&self, name: &str) -> ObjectRef {
         ObjectRef {
-            group: ISTIO_NETWORKING.into(),
-            kind: "EnvoyFilter".into(),
-            namespace: self.opts.root_namespace.clone(),
+            group: Name::interned(ISTIO_NETWORKING),
+            kind: Name::interned("EnvoyFilter"),
+            namespace: Name::interned(&self.opts.root_namespace),
             name: name.into(),
         }
     }

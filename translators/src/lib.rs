@@ -86,7 +86,7 @@ pub struct Output {
 struct Policy {
     id: ObjectRef,
     /// Sort key: creation time (embedded policies sort first), then namespace/name.
-    order: (i64, i32, String, String),
+    order: (i64, i32, model::Name, model::Name),
     /// Shared with the parsed policy unless sub-policies had to be dropped.
     spec: Arc<policy::PolicySpec>,
     target: ObjectRef,

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::kinds::{self, Known};
-use crate::model::{Meta, Object, ObjectRef, Spec};
+use crate::model::{Meta, Name, Object, ObjectRef, Spec};
 
 /// Why one document could not be loaded. `id` is set when the document got far enough to
 /// name its object, so the object's last good state can keep serving.
@@ -168,10 +168,10 @@ pub fn parse_object(doc: usize, mut v: Value) -> Result<Object, DocError> {
     };
     let (group, _) = api_version.split_once('/').unwrap_or(("", &api_version));
     let id = ObjectRef {
-        group: group.to_string(),
-        kind: kind.clone(),
-        namespace,
-        name,
+        group: Name::interned(group),
+        kind: Name::interned(&kind),
+        namespace: Name::interned(&namespace),
+        name: name.into(),
     };
     let known = kinds::lookup(&api_version, &kind).map_err(|e| err(Some(id.clone()), e))?;
 
