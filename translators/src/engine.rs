@@ -592,11 +592,11 @@ impl Translator {
         match merged.filter(|m| !m.chains.is_empty()) {
             Some(m) => {
                 let info = json!({"filterpolicies": m.contributors}).to_string();
-                let ef = self.generated_object(
+                let ef = self.generated_from_body(
                     &ef_name,
                     "FilterPolicy",
                     Some(info),
-                    envoyfilter::routes_spec(&m.chains),
+                    envoyfilter::routes_body(&m.chains),
                 );
                 self.set_generated(ef);
                 // Serve the VirtualService with its unnamed routes named.
@@ -675,6 +675,17 @@ impl Translator {
             Ok(v) => v,
             Err(e) => panic!("generated EnvoyFilter {name} does not parse: {e}"),
         };
+        self.generated_from_body(name, created_by, info, body)
+    }
+
+    /// A generated EnvoyFilter whose spec is already encoded.
+    fn generated_from_body(
+        &self,
+        name: &str,
+        created_by: &str,
+        info: Option<String>,
+        body: Vec<u8>,
+    ) -> Object {
         let mut meta = Meta {
             generation: 1,
             ..Meta::default()
@@ -689,7 +700,7 @@ impl Translator {
             api_version: "networking.istio.io/v1alpha3".into(),
             meta,
             spec: Spec::Istio {
-                proto: kind.proto,
+                proto: "istio.networking.v1alpha3.EnvoyFilter",
                 body,
             },
         }
