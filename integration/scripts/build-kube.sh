@@ -30,7 +30,10 @@ if [ "$(cat "$bin/kube-apiserver.version" 2>/dev/null)" != "${KUBE_VERSION}" ] |
   echo "${KUBE_VERSION}" > "$bin/kube-apiserver.version"
 fi
 
-if ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
+# Capture the output first: with pipefail, `grep -q`/`head` closing the pipe early would kill
+# etcd with SIGPIPE and fail (or rebuild) at random.
+etcd_version() { "$bin/etcd" --version 2>/dev/null || true; }
+if [[ "$(etcd_version)" != *"${ETCD_VERSION#v}"* ]]; then
   src="$CACHE_DIR/etcd-src"
   rm -rf "$src" && mkdir -p "$src" && cd "$src"
   go mod init htnn.local/etcd-build >/dev/null 2>&1
@@ -40,4 +43,4 @@ if ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
 fi
 
 echo "kube-apiserver $(cat "$bin/kube-apiserver.version")"
-"$bin/etcd" --version | head -1
+etcd_version | sed -n 1p
