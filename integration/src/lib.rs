@@ -1,7 +1,9 @@
 //! End-to-end harness: runs the real `htnn serve` and a real, unmodified istiod
 //! (`pilot-discovery`) on loopback and checks what istiod ends up storing.
 //!
-//! Nothing here builds binaries. The paths come from the environment:
+//! Nothing here builds binaries. The paths come from the environment, which `make test` sets
+//! to the builds it caches under `~/.cache/htnn/<tool>-<version>/` (see the Makefile); the
+//! defaults below are for a checkout that keeps its own `.cache/` and `.venv/`:
 //!
 //! - `HTNN_BIN` — the `htnn` binary (default `<repo>/target/debug/htnn`);
 //! - `HTNN_ISTIOD_BIN` — `pilot-discovery` (default `<repo>/.cache/istiod/bin/pilot-discovery`,
