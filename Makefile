@@ -28,7 +28,7 @@ export HTNN_MODULE_DIR := $(CURDIR)/target/debug
 export HTNN_KUBE_APISERVER_BIN := $(KUBE_DIR)/bin/kube-apiserver
 export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
 
-.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control lint fmt demo clean-cache
+.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions lint fmt demo clean-cache
 
 all: build
 
@@ -84,6 +84,14 @@ bench-control: istiod kube
 	$(CARGO) build --release -p htnn-integration --example bench_control --example bench_propagation
 	HTNN_BIN=$(CURDIR)/target/release/htnn $(CURDIR)/target/release/examples/bench_control
 	HTNN_BIN=$(CURDIR)/target/release/htnn $(CURDIR)/target/release/examples/bench_propagation
+
+## Translation cost growth counted in instructions (callgrind; repeatable on a noisy machine,
+## ~3 min): 1k, 3k, 10k VirtualServices. Installs valgrind from Debian if missing.
+bench-control-instructions:
+	command -v valgrind >/dev/null 2>&1 || (apt-get update && apt-get install -y valgrind)
+	$(CARGO) build --release -p htnn-mcp-server --bin htnn
+	$(CARGO) build --release -p htnn-integration --example gen_scale
+	integration/scripts/bench-instructions.sh $(CURDIR)/target/release/htnn $(CURDIR)/target/release/examples/gen_scale
 
 lint:
 	$(CARGO) fmt --all --check
