@@ -60,15 +60,30 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `n` distinct free loopback ports. The listeners are held until all are chosen so the
-/// same port is not handed out twice; another process may still grab one afterwards.
+/// same port is not handed out twice in one call, and a port is never handed out twice by
+/// this process: tests run in parallel, and a port released by one test's call would
+/// otherwise be the next call's pick while the first test's server has not bound it yet (seen:
+/// a gateway test's Envoy port taken by another test's kube-apiserver). Another process may
+/// still grab one afterwards.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        // Keep refused picks bound too, so the OS offers a different port next time.
+        held.push(listener);
+        if handed_out.insert(port) {
+            ports.push(port);
+        }
+        if held.len() > n + 1000 {
+            return Err(std::io::Error::other("no unused loopback port left"));
+        }
+    }
+    Ok(ports)
 }
 
 /// A loopback socket address.
