@@ -139,6 +139,29 @@ impl Pipeline {
         }
     }
 
+    /// Applies source changes and logs every status that changed.
+    fn translate(&mut self, changes: Vec<htnn_translators::Change>) -> htnn_translators::Delta {
+        self.translator.apply(changes);
+        let delta = self.translator.take_delta();
+        let statuses = &self.translator.output().statuses;
+        for id in &delta.statuses {
+            match statuses.get(id) {
+                Some(status) if status.is_accepted() => {
+                    self.rejected.remove(id);
+                    info!(object = %id, message = %status.message, "accepted");
+                }
+                Some(status) => {
+                    self.rejected.insert(id.clone());
+                    warn!(object = %id, reason = ?status.reason, message = %status.message, "not accepted");
+                }
+                None => {
+                    self.rejected.remove(id);
+                }
+            }
+        }
+        delta
+    }
+
     fn snapshot_view(&self) -> serde_json::Value {
         let mut view =
             publish::debug_view(self.encoder.snapshot(), &self.translator.output().objects);
@@ -251,35 +274,18 @@ impl Publisher {
         }
         p.errors = current;
 
+        // A reload that changed no object (at most the errors) translates nothing.
         let first = tx.borrow().is_none();
-        if reload.changes.is_empty() && !first {
-            return;
-        }
         let changes = reload.changes.len();
-        p.translator.apply(reload.changes);
-        let delta = p.translator.take_delta();
-        let output = p.translator.output();
-        for id in &delta.statuses {
-            match output.statuses.get(id) {
-                Some(status) if status.is_accepted() => {
-                    p.rejected.remove(id);
-                    info!(object = %id, message = %status.message, "accepted");
-                }
-                Some(status) => {
-                    p.rejected.insert(id.clone());
-                    warn!(object = %id, reason = ?status.reason, message = %status.message, "not accepted");
-                }
-                None => {
-                    p.rejected.remove(id);
-                }
-            }
-        }
+        let delta = (changes > 0 || first).then(|| p.translate(reload.changes));
         metrics
             .invalid_objects
             .set((p.errors.len() + p.rejected.len()) as i64);
 
-        let content_changed = p.encoder.update(&output.objects, &delta.objects);
-        if content_changed || first {
+        let objects = &p.translator.output().objects;
+        if let Some(delta) = delta
+            && (p.encoder.update(objects, &delta.objects) || first)
+        {
             let snapshot = Arc::new(p.encoder.snapshot().clone());
             let version = snapshot.version();
             metrics.set_snapshot_version(&version);
@@ -288,7 +294,7 @@ impl Publisher {
                 .translate_seconds
                 .observe(started.elapsed().as_secs_f64());
             info!(version = %version, changes, changed_objects = delta.objects.len(),
-                objects = output.objects.len(), errors = p.errors.len(),
+                objects = objects.len(), errors = p.errors.len(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "publishing snapshot");
         }
         drop(guard);
