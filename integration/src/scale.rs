@@ -198,32 +198,3 @@ pub fn write_all(dir: &Path, shape: Shape) -> std::io::Result<()> {
     write_istio(dir, shape)?;
     write_htnn(dir, shape)
 }
-
-/// Every document of `shape` as one multi-document YAML stream (for in-process parsing).
-pub fn all_documents(shape: Shape) -> String {
-    let mut out = String::new();
-    let mut push = |doc: String| {
-        if !out.is_empty() {
-            out.push_str("---\n");
-        }
-        out.push_str(&doc);
-    };
-    push(GATEWAY.to_string());
-    for i in 0..shape.virtual_services {
-        push(virtual_service(i, "10s"));
-        if shape.extras {
-            push(destination_rule(i));
-            push(service_entry(i));
-        }
-        if shape.htnn {
-            push(vs_policy(i, 100));
-            push(route_policy(i));
-        }
-    }
-    if shape.htnn {
-        for j in 0..shape.consumers() {
-            push(consumer(j));
-        }
-    }
-    out
-}

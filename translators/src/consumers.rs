@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use crate::jsontext;
 use crate::model::{Object, ObjectRef};
 use crate::{Status, policy};
 
@@ -116,31 +117,12 @@ fn merge<'a>(
         statuses.insert(id.clone(), status);
     }
     let json = doc.values().next().map(|entries| {
-        let members = entries.iter().map(|(name, entry)| (quoted(name), *entry));
-        object_json(members)
+        let members = entries
+            .iter()
+            .map(|(name, entry)| (jsontext::quoted(name), *entry));
+        jsontext::object(members)
     });
     (json, statuses)
-}
-
-pub(crate) fn quoted(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
-
-/// `{k1:v1,k2:v2}` from quoted keys (in order) and JSON values.
-pub(crate) fn object_json<K: AsRef<str>, V: AsRef<str>>(
-    members: impl Iterator<Item = (K, V)>,
-) -> String {
-    let mut json = String::from("{");
-    for (i, (k, v)) in members.enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push_str(k.as_ref());
-        json.push(':');
-        json.push_str(v.as_ref());
-    }
-    json.push('}');
-    json
 }
 
 fn consumer_entry(id: &ObjectRef, spec: &Value) -> Result<(String, Value), String> {

@@ -28,7 +28,7 @@ use crate::small::VecMap;
 use crate::virtualservice::VsRoutes;
 use crate::{
     CREATED_BY_LABEL, HTNN_GROUP, INFO_ANNOTATION, ISTIO_NETWORKING, LAST_VALID_SUFFIX, Options,
-    Output, Policy, Reason, Status, envoyfilter, kinds, merge,
+    Output, Policy, Reason, Status, envoyfilter, jsontext, kinds, merge,
 };
 
 /// One change to the input.
@@ -37,15 +37,6 @@ pub enum Change {
     /// An object was added or replaced.
     Upsert(Arc<Object>),
     Delete(ObjectRef),
-}
-
-impl Change {
-    pub fn id(&self) -> &ObjectRef {
-        match self {
-            Change::Upsert(o) => &o.id,
-            Change::Delete(id) => id,
-        }
-    }
 }
 
 /// What changed in the [`Output`] since the last [`Translator::take_delta`].
@@ -152,6 +143,10 @@ fn embedded_version(vs: &Arc<Object>) -> Option<PolicyVersion> {
         created,
         parsed,
     })
+}
+
+fn envoy_filter_kind() -> &'static kinds::IstioKind {
+    kinds::istio_kind(ISTIO_NETWORKING, "EnvoyFilter").expect("EnvoyFilter is an istio kind")
 }
 
 /// The work one [`Translator::apply`] collects before doing it.
@@ -549,13 +544,11 @@ impl Translator {
             .filter(|sub| vs.index_of(&sub.section_name).is_none())
             .map(|sub| format!("{:?}", sub.section_name))
             .collect();
+        let mut status = Status::accepted(generation);
         if !ignored.is_empty() {
             Arc::make_mut(&mut spec)
                 .sub_policies
                 .retain(|sub| vs.index_of(&sub.section_name).is_some());
-        }
-        let mut status = Status::accepted(generation);
-        if !ignored.is_empty() {
             status.message = format!(
                 "{}; subPolicies ignored, sectionName {} not found in {vs_name}",
                 status.message,
@@ -637,10 +630,10 @@ impl Translator {
                 self.set_status(&id, status);
             }
         }
-        let doc = consumers::object_json(
+        let doc = jsontext::object(
             self.consumer_docs
                 .iter()
-                .map(|(ns, doc)| (consumers::quoted(ns), doc)),
+                .map(|(ns, doc)| (jsontext::quoted(ns), doc)),
         );
         let ef = self.generated_object(
             "htnn-consumers",
@@ -667,11 +660,9 @@ impl Translator {
         info: Option<String>,
         spec: serde_json::Value,
     ) -> Object {
-        let kind = kinds::istio_kind(ISTIO_NETWORKING, "EnvoyFilter")
-            .expect("EnvoyFilter is an istio kind");
         // Our own output goes through the same parser as user input: a bug here shows up as
         // a parse error in tests, never as something istiod silently drops.
-        let body = match kind.parse(spec) {
+        let body = match envoy_filter_kind().parse(spec) {
             Ok(v) => v,
             Err(e) => panic!("generated EnvoyFilter {name} does not parse: {e}"),
         };
@@ -700,7 +691,7 @@ impl Translator {
             api_version: "networking.istio.io/v1alpha3".into(),
             meta,
             spec: Spec::Istio {
-                proto: "istio.networking.v1alpha3.EnvoyFilter",
+                proto: envoy_filter_kind().proto,
                 body,
             },
         }

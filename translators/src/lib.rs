@@ -16,6 +16,7 @@ mod consumers;
 mod embedded;
 pub mod engine;
 pub mod envoyfilter;
+mod jsontext;
 pub mod kinds;
 mod merge;
 pub mod model;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::consumers::{object_json, quoted};
+use crate::jsontext::{object, quoted};
 use crate::policy::{ConfigText, PluginEntry};
 use crate::virtualservice::VsRoutes;
 use crate::{Policy, Scope};
@@ -88,7 +88,7 @@ pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Mer
         let plugins: Vec<String> = merged
             .values()
             .map(|(plugin, config)| {
-                object_json(
+                object(
                     [
                         (quoted("config"), config.as_str().to_string()),
                         (quoted("name"), quoted(plugin.name())),
@@ -107,7 +107,7 @@ pub(crate) fn merge(vs: &VsRoutes, namespace: &str, policies: &[&Policy]) -> Mer
             members.push((quoted("namespace"), quoted(namespace)));
         }
         members.push((quoted("plugins"), format!("[{}]", plugins.join(","))));
-        let chain = object_json(members.into_iter());
+        let chain = object(members.into_iter());
         for route in vs.envoy_route_names(idx) {
             chains.insert(route, chain.clone());
         }

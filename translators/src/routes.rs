@@ -94,25 +94,14 @@ impl RouteIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtualservice::HttpRoute;
 
     fn routes(at_gateway: bool, names: &[&str]) -> VsRoutes {
-        VsRoutes {
-            hosts: 1,
-            http: names
-                .iter()
-                .map(|n| HttpRoute {
-                    name: Some(n.to_string()),
-                    match_names: vec![],
-                })
-                .collect(),
-            generated_name: "ns.vs".into(),
-            gateways: if at_gateway {
-                vec![("istio-system/gw".into(), true)]
-            } else {
-                vec![]
-            },
-        }
+        let gateways = if at_gateway {
+            vec![("istio-system/gw".into(), true)]
+        } else {
+            vec![]
+        };
+        crate::virtualservice::test_routes(gateways, names)
     }
 
     fn id(name: &str) -> ObjectRef {

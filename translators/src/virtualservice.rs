@@ -205,9 +205,27 @@ impl VsRoutes {
     }
 }
 
+/// A VirtualService with one host and the named `http[]` routes, for tests.
+#[cfg(test)]
+pub(crate) fn test_routes(gateways: Vec<(String, bool)>, names: &[&str]) -> VsRoutes {
+    VsRoutes {
+        hosts: 1,
+        http: names
+            .iter()
+            .map(|n| HttpRoute {
+                name: Some(n.to_string()),
+                match_names: vec![],
+            })
+            .collect(),
+        generated_name: "ns.vs".into(),
+        gateways,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_routes as routes;
 
     #[test]
     fn gateway_names_resolve_like_istiod() {
@@ -220,21 +238,6 @@ mod tests {
             ("istio-system".into(), "gw".into())
         );
         assert_eq!(r("gw.istio-system"), ("istio-system".into(), "gw".into()));
-    }
-
-    fn routes(gateways: Vec<(String, bool)>, names: &[&str]) -> VsRoutes {
-        VsRoutes {
-            hosts: 1,
-            http: names
-                .iter()
-                .map(|n| HttpRoute {
-                    name: Some(n.to_string()),
-                    match_names: vec![],
-                })
-                .collect(),
-            generated_name: "ns.vs".into(),
-            gateways,
-        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl DirSource {
         for path in gone {
             let state = self.files.remove(&path).expect("listed");
             for id in state.objects.into_keys() {
-                self.undefine(&id, &path);
+                undefine(&mut self.definers, &id, &path);
                 touched.insert(id);
             }
         }
@@ -135,12 +135,7 @@ impl DirSource {
                                 .insert(path.clone());
                         }
                         for id in removed {
-                            if let Some(set) = self.definers.get_mut(id) {
-                                set.remove(&path);
-                                if set.is_empty() {
-                                    self.definers.remove(id);
-                                }
-                            }
+                            undefine(&mut self.definers, id, &path);
                         }
                         touched.extend(changed);
                     }
@@ -178,15 +173,6 @@ impl DirSource {
         })
     }
 
-    fn undefine(&mut self, id: &ObjectRef, path: &Path) {
-        if let Some(set) = self.definers.get_mut(id) {
-            set.remove(path);
-            if set.is_empty() {
-                self.definers.remove(id);
-            }
-        }
-    }
-
     /// Every file's errors, then objects defined in more than one file.
     fn errors(&self) -> Vec<LoadError> {
         let mut errors: Vec<LoadError> = self
@@ -210,6 +196,16 @@ impl DirSource {
             }
         }
         errors
+    }
+}
+
+/// `path` no longer defines `id`.
+fn undefine(definers: &mut BTreeMap<ObjectRef, BTreeSet<PathBuf>>, id: &ObjectRef, path: &Path) {
+    if let Some(set) = definers.get_mut(id) {
+        set.remove(path);
+        if set.is_empty() {
+            definers.remove(id);
+        }
     }
 }
 
