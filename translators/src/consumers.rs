@@ -91,15 +91,15 @@ fn merge<'a>(
 ) -> (Option<String>, BTreeMap<ObjectRef, Status>) {
     let mut sorted: Vec<&ConsumerState> = consumers.collect();
     sorted.sort_by(|a, b| (a.created, &a.obj.id).cmp(&(b.created, &b.obj.id)));
-    let mut doc: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    // All of one namespace: data-plane name -> entry.
+    let mut doc: BTreeMap<&str, &str> = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     for c in sorted {
         let id = &c.obj.id;
         let generation = c.obj.meta.generation;
         let status = match &c.entry {
             Ok((name, entry)) => {
-                let ns = doc.entry(id.namespace.as_str()).or_default();
-                if ns.contains_key(name.as_str()) {
+                if doc.contains_key(name.as_str()) {
                     Status::invalid(
                         generation,
                         format!(
@@ -108,7 +108,7 @@ fn merge<'a>(
                         ),
                     )
                 } else {
-                    ns.insert(name, entry);
+                    doc.insert(name, entry);
                     Status::accepted(generation)
                 }
             }
@@ -116,11 +116,11 @@ fn merge<'a>(
         };
         statuses.insert(id.clone(), status);
     }
-    let json = doc.values().next().map(|entries| {
-        let members = entries
-            .iter()
-            .map(|(name, entry)| (jsontext::quoted(name), *entry));
-        jsontext::object(members)
+    let json = (!doc.is_empty()).then(|| {
+        jsontext::object(
+            doc.iter()
+                .map(|(name, entry)| (jsontext::quoted(name), *entry)),
+        )
     });
     (json, statuses)
 }
