@@ -22,7 +22,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use htnn_integration::env::Htnn;
 use htnn_integration::scale::{self, Shape};
+use htnn_integration::{loopback, percentile};
 use htnn_mcp_server::publish::Encoder;
 use htnn_mcp_server::source::dir::DirSource;
 use htnn_translators::model::{Object, ObjectRef};
@@ -36,7 +38,8 @@ struct Row {
     encode: Duration,
     rss_peak_mib: f64,
     rss_mib: f64,
-    changes: Vec<(&'static str, Duration, Duration)>,
+    /// Change kind, median and p99 latency in ms.
+    changes: Vec<(&'static str, f64, f64)>,
 }
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
@@ -56,11 +59,6 @@ fn object(yaml: &str) -> Arc<Object> {
     Arc::new(doc.unwrap_or_else(|e| panic!("generated document does not parse: {e}")))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 /// Applies one change and makes the snapshot ready to push, as `htnn serve` does.
 fn step(t: &mut Translator, enc: &mut Encoder, change: Change) -> Duration {
     let start = Instant::now();
@@ -73,18 +71,16 @@ fn step(t: &mut Translator, enc: &mut Encoder, change: Change) -> Duration {
     elapsed
 }
 
-fn incremental(
-    t: &mut Translator,
-    enc: &mut Encoder,
-    n: usize,
-) -> Vec<(&'static str, Duration, Duration)> {
+fn incremental(t: &mut Translator, enc: &mut Encoder, n: usize) -> Vec<(&'static str, f64, f64)> {
     const RUNS: usize = 50;
-    let mut kinds: Vec<(&'static str, Vec<Duration>)> = Vec::new();
+    let mut kinds: Vec<(&'static str, Vec<f64>)> = Vec::new();
     let mut measure =
         |name: &'static str, changes: Vec<Change>, t: &mut Translator, enc: &mut Encoder| {
-            let mut times: Vec<Duration> = changes.into_iter().map(|c| step(t, enc, c)).collect();
-            times.sort();
-            kinds.push((name, times));
+            let times_ms = changes
+                .into_iter()
+                .map(|c| step(t, enc, c).as_secs_f64() * 1e3)
+                .collect();
+            kinds.push((name, times_ms));
         };
     // Edits of existing policies' plugin config, spread over the input.
     let edits = (0..RUNS)
@@ -121,52 +117,24 @@ fn incremental(
 fn serve_rss(dir: &Path) -> anyhow::Result<(f64, f64)> {
     let bin = htnn_integration::path_from_env("HTNN_BIN", "target/release/htnn");
     let ports = htnn_integration::free_ports(2)?;
+    let (xds, admin) = (loopback(ports[0]), loopback(ports[1]));
     let log = dir.with_extension("serve.log");
-    let mut child = std::process::Command::new(&bin)
-        .args(["serve", "--config-dir"])
-        .arg(dir)
-        .args(["--xds-addr", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--admin-addr", &format!("127.0.0.1:{}", ports[1])])
-        .env("RUST_LOG", "warn")
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(dir.with_extension("serve.err"))?)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let ready = loop {
-        let ok = std::net::TcpStream::connect(("127.0.0.1", ports[1])).is_ok_and(|mut s| {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
-        });
-        if ok {
-            break true;
-        }
-        if Instant::now() > deadline || child.try_wait()?.is_some() {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut htnn = rt.block_on(Htnn::start(
+        &bin,
+        dir,
+        xds,
+        admin,
+        &log,
+        Duration::from_secs(300),
+    ))?;
     // Let the allocator settle after the initial load.
     std::thread::sleep(Duration::from_secs(1));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let _ = child.kill();
-    let _ = child.wait();
-    anyhow::ensure!(
-        ready,
-        "htnn serve did not become ready on {}",
-        dir.display()
-    );
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    Ok((field("VmHWM:"), field("VmRSS:")))
+    let process = htnn.process();
+    let mib = |kib: Option<u64>| kib.map_or(f64::NAN, |k| k as f64 / 1024.0);
+    let rss = (mib(process.peak_rss_kib()), mib(process.rss_kib()));
+    process.kill();
+    Ok(rss)
 }
 
 fn measure(size: usize, root: &Path) -> anyhow::Result<Row> {
@@ -266,7 +234,7 @@ fn main() -> anyhow::Result<()> {
         let cells: Vec<String> = r
             .changes
             .iter()
-            .map(|(_, p50, p99)| format!("{} / {}", ms(*p50), ms(*p99)))
+            .map(|(_, p50, p99)| format!("{p50:.3} / {p99:.3}"))
             .collect();
         println!("| {} | {} |", r.size, cells.join(" | "));
     }

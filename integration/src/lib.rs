@@ -86,6 +86,17 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// The `q` quantile (0..=1) of `values`, nearest rank.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// A loopback socket address.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

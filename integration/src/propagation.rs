@@ -77,7 +77,7 @@ use crate::env::{Binaries, Htnn, Istiod, IstiodOptions};
 use crate::kube::{KUBE_READY_TIMEOUT, Kube};
 use crate::process::tail_file;
 use crate::scale::{self, PER_FILE, Shape};
-use crate::{free_ports, http, loopback};
+use crate::{free_ports, http, loopback, percentile};
 
 /// Pause between two reads of istiod's `/metrics` while waiting for an edit.
 pub const METRICS_POLL: Duration = Duration::from_millis(5);
@@ -522,17 +522,6 @@ async fn edit_loop(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// The `q` quantile (0..=1) of `values`, nearest rank.
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 async fn configz(addr: SocketAddr) -> anyhow::Result<Vec<u8>> {
