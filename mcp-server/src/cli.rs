@@ -20,21 +20,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve istiod over MCP from a directory of YAML/JSON files.
+    /// Serve istiod over MCP from a directory of YAML/JSON files and/or a Kubernetes cluster.
     Serve(ServeArgs),
     /// Load a directory like `serve` would and report every invalid object; exits 1 if any.
     Validate(ValidateArgs),
     /// Print, as YAML, the istio objects `serve` would generate or change for a directory,
     /// and the status of every HTNN object.
     Translate(TranslateArgs),
+    /// Print the htnn.mosn.io/v1 CustomResourceDefinitions (what deploy/crds.yaml holds).
+    Crds,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Directory of Kubernetes-style YAML/JSON files (multi-document) holding istio and HTNN
-    /// objects. Watched: changes are applied after --debounce.
-    #[arg(long, env = "HTNN_CONFIG_DIR", value_name = "DIR")]
-    pub config_dir: PathBuf,
+    /// objects. Watched: changes are applied after --debounce. May be combined with
+    /// --kubernetes: an object both define is served from Kubernetes (the file's copy is
+    /// reported as shadowed in /debug/snapshot and the log).
+    #[arg(long, env = "HTNN_CONFIG_DIR", value_name = "DIR", required_unless_present = "kubernetes")]
+    pub config_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
 
     /// Address of the MCP/ADS gRPC server istiod connects to.
     #[arg(long, env = "HTNN_XDS_ADDR", default_value = "127.0.0.1:15051")]
@@ -71,6 +78,63 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Kubernetes mode.
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Watch the five htnn.mosn.io kinds and the 15 istio kinds istiod reads in a Kubernetes
+    /// cluster (in-cluster config, or --kubeconfig / $KUBECONFIG). Nothing is served before
+    /// every kind finished its initial list; a kind whose CRD is not installed counts as empty
+    /// until the CRD appears. The holder of the --lease-name Lease writes the `Accepted`
+    /// condition of every HTNN object back to its status.
+    #[arg(long, env = "HTNN_KUBERNETES")]
+    pub kubernetes: bool,
+
+    /// kubeconfig file to use instead of the in-cluster config (implies --kubernetes).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "HTNN_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// coordination.k8s.io Lease that elects the one replica writing statuses. Every replica
+    /// watches and serves istiod.
+    #[arg(long, env = "HTNN_LEASE_NAME", default_value = "htnn-status-writer")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else istio-system).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a lease holder that stopped renewing keeps the lease; another replica takes
+    /// over after at most this long. Renewed every third of it.
+    #[arg(long, env = "HTNN_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's name in the Lease (default: $POD_NAME, else $HOSTNAME, else a random one).
+    #[arg(long, env = "HTNN_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// Address of the validating admission webhook (HTTPS, path /validate). Needs --tls-cert
+    /// and --tls-key.
+    #[arg(long, env = "HTNN_WEBHOOK_ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub webhook_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain of the webhook server; re-read when the file changes.
+    #[arg(long, env = "HTNN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the webhook server; re-read when the file changes.
+    #[arg(long, env = "HTNN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl KubeArgs {
+    pub fn enabled(&self) -> bool {
+        self.kubernetes || self.kubeconfig.is_some()
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub use htnn_translators::{kinds, model, time};
 
 pub mod admin;
 pub mod cli;
+pub mod k8s;
 pub mod metrics;
 pub mod publish;
 pub mod serve;

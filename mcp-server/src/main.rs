@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => htnn_mcp_server::serve::run(args),
         Command::Validate(args) => htnn_mcp_server::validate::run(args),
         Command::Translate(args) => htnn_mcp_server::validate::translate(args),
+        Command::Crds => htnn_mcp_server::k8s::crds::print(),
     };
     match result {
         Ok(code) => code,

@@ -39,6 +39,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         config_dir,
+        kube: _kube,
         xds_addr,
         admin_addr,
         debounce,
@@ -56,6 +57,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         root_namespace,
         keep_last_valid: true,
     };
+    let config_dir = config_dir.context("--config-dir is required")?;
     if !config_dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
     }
