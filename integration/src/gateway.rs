@@ -449,9 +449,9 @@ impl GatewayEnv {
         if r.status != 200 {
             bail!("/debug/status answered {}: {}", r.status, r.text());
         }
-        match r.json()? {
-            Value::Object(map) => Ok(map.into_iter().collect()),
-            other => bail!("/debug/status is not an object: {other}"),
+        match r.json()?.get_mut("objects").map(Value::take) {
+            Some(Value::Object(map)) => Ok(map.into_iter().collect()),
+            other => bail!("/debug/status has no objects map: {other:?}"),
         }
     }
 }

@@ -36,8 +36,8 @@ pub struct ServeArgs {
     /// Directory of Kubernetes-style YAML/JSON files (multi-document) holding istio and HTNN
     /// objects. Watched: changes are applied after --debounce. May be combined with
     /// --kubernetes: an object both define is served from Kubernetes (the file's copy is
-    /// reported as shadowed in /debug/snapshot and the log).
-    #[arg(long, env = "HTNN_CONFIG_DIR", value_name = "DIR", required_unless_present = "kubernetes")]
+    /// ignored while the Kubernetes one exists, and a warning is logged).
+    #[arg(long, env = "HTNN_CONFIG_DIR", value_name = "DIR", required_unless_present_any = ["kubernetes", "kubeconfig"])]
     pub config_dir: Option<PathBuf>,
 
     #[command(flatten)]
@@ -92,7 +92,9 @@ pub struct KubeArgs {
     pub kubernetes: bool,
 
     /// kubeconfig file to use instead of the in-cluster config (implies --kubernetes).
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    /// Without it, --kubernetes uses the in-cluster config, else $KUBECONFIG, else
+    /// ~/.kube/config.
+    #[arg(long, env = "HTNN_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
     /// Watch only this namespace (default: all namespaces).

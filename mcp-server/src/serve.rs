@@ -1,7 +1,7 @@
-//! `htnn serve`: wires the directory source, snapshot publication, the MCP/ADS server and the
-//! admin server together.
+//! `htnn serve`: wires the sources (directory, Kubernetes), snapshot publication, the MCP/ADS
+//! server, the admission webhook and the admin server together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
@@ -11,19 +11,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use notify::Watcher;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::cli::ServeArgs;
+use crate::cli::{KubeArgs, ServeArgs};
+use crate::k8s;
+use crate::k8s::lease::{LeaseConfig, Leadership};
 use crate::metrics::{Metrics, SourceLabel};
-use crate::model::ObjectRef;
+use crate::model::{Object, ObjectRef};
 use crate::publish;
 use crate::snapshot::Snapshot;
-use crate::source::LoadError;
+use crate::source::{LoadError, Sink, SourceId, StatusChanges};
 use crate::source::dir::{DirSource, Reload};
 use crate::xds;
-use htnn_translators::{Status, Translator};
+use htnn_translators::{Change, Status, Translator};
 
 pub type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -39,7 +41,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         config_dir,
-        kube: _kube,
+        kube,
         xds_addr,
         admin_addr,
         debounce,
@@ -57,9 +59,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         root_namespace,
         keep_last_valid: true,
     };
-    let config_dir = config_dir.context("--config-dir is required")?;
-    if !config_dir.is_dir() {
-        anyhow::bail!("--config-dir {}: not a directory", config_dir.display());
+    if let Some(dir) = &config_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--config-dir {}: not a directory", dir.display());
+    }
+    if config_dir.is_none() && !kube.enabled() {
+        anyhow::bail!("nothing to serve: give --config-dir, --kubernetes, or both");
+    }
+    let mut sources = BTreeSet::new();
+    if config_dir.is_some() {
+        sources.insert(SourceId::Dir);
+    }
+    if kube.enabled() {
+        sources.insert(SourceId::Kubernetes);
     }
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
@@ -67,7 +80,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = watch::channel(None);
     let connections = xds::server::Connections::default();
-    let pipeline = Arc::new(Mutex::new(Pipeline::new(opts)));
+    let pipeline = Arc::new(Mutex::new(Pipeline::new(opts, sources)));
+    let (leadership_tx, leadership) = watch::channel(None::<Leadership>);
     let admin_state = Arc::new(AdminState {
         ready: false.into(),
         registry,
@@ -77,7 +91,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         status_view: {
             let p = pipeline.clone();
-            Box::new(move || status_json(&lock(&p).translator.output().statuses))
+            Box::new(move || {
+                serde_json::json!({
+                    "statusWriter": *leadership.borrow(),
+                    "objects": status_json(&lock(&p).translator.output().statuses),
+                })
+            })
         },
         connections_view: {
             let c = connections.clone();
@@ -91,19 +110,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {admin_addr}"))?;
-    info!(xds = %xds_addr, admin = %admin_addr, dir = %config_dir.display(), "htnn serve starting");
+    info!(xds = %xds_addr, admin = %admin_addr, dir = ?config_dir, kubernetes = kube.enabled(),
+        "htnn serve starting");
 
-    // The source runs on its own thread: file I/O and parsing are blocking and bursty.
-    let source = DirSource::new(&config_dir);
-    let mut publisher = Publisher {
+    let publisher = Arc::new(Publisher {
         tx,
         admin: admin_state.clone(),
         metrics: metrics.clone(),
         pipeline,
-    };
-    std::thread::Builder::new()
-        .name("htnn-dir-source".into())
-        .spawn(move || watch_dir(source, &mut publisher, debounce, resync_period))?;
+    });
+    if let Some(dir) = config_dir {
+        // The directory source runs on its own thread: file I/O and parsing are blocking and
+        // bursty.
+        let source = DirSource::new(&dir);
+        let publisher = publisher.clone();
+        std::thread::Builder::new()
+            .name("htnn-dir-source".into())
+            .spawn(move || watch_dir(source, &publisher, debounce, resync_period))?;
+    }
+    let mut lease = None;
+    if kube.enabled() {
+        let client = kube_client(&kube).await?;
+        let cfg = lease_config(&kube);
+        let (tx, mut rx) = watch::channel(Leadership {
+            identity: cfg.identity.clone(),
+            lease: format!("{}/{}", cfg.namespace, cfg.name),
+            ..Leadership::default()
+        });
+        // Mirror the election into the admin view.
+        tokio::spawn(async move {
+            loop {
+                let _ = leadership_tx.send(Some(rx.borrow_and_update().clone()));
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let options = k8s::watch::Options {
+            namespace: kube.namespace.clone(),
+            lease: cfg.clone(),
+        };
+        tokio::spawn(k8s::watch::run(client.clone(), options, publisher.clone(), tx));
+        lease = Some((client, cfg));
+    }
+    let webhook: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = None; // WEBHOOK-WIRING
 
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -111,13 +161,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         info!("shutting down");
+        if let Some((client, cfg)) = &lease {
+            let _ = tokio::time::timeout(Duration::from_secs(2), k8s::lease::release(client.clone(), cfg)).await;
+        }
     };
     let admin = axum::serve(admin_listener, admin::router(admin_state));
+    let webhook = async move {
+        match webhook {
+            Some(w) => w.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = xds::server::serve_with_shutdown(xds_listener, rx, metrics, connections, timing, shutdown) => r.context("MCP/ADS server")?,
         r = admin => r.context("admin server")?,
+        r = webhook => r.context("admission webhook")?,
     }
     Ok(())
+}
+
+async fn kube_client(args: &KubeArgs) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "--kubernetes: no in-cluster config, $KUBECONFIG or ~/.kube/config (give --kubeconfig)",
+        )?,
+    };
+    kube::Client::try_from(config).context("creating the Kubernetes client")
+}
+
+fn lease_config(args: &KubeArgs) -> LeaseConfig {
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("htnn-{}", std::process::id()));
+    LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "istio-system".into()),
+        identity,
+        duration: args.lease_duration,
+    }
 }
 
 /// What is served, from the sources' objects: the incremental translator and the encoder.
@@ -125,19 +220,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 struct Pipeline {
     translator: Translator,
     encoder: publish::Encoder,
-    /// Current load errors of the sources.
-    errors: BTreeSet<LoadError>,
+    /// Current load errors of each source.
+    errors: BTreeMap<SourceId, BTreeSet<LoadError>>,
     /// HTNN objects whose status is not `Accepted`.
     rejected: BTreeSet<ObjectRef>,
+    /// Sources that have not finished their initial load.
+    pending: BTreeSet<SourceId>,
+    /// With several sources: which defines what.
+    merged: Option<Merged>,
+    status_subscribers: Vec<mpsc::UnboundedSender<StatusChanges>>,
 }
 
 impl Pipeline {
-    fn new(opts: htnn_translators::Options) -> Self {
+    fn new(opts: htnn_translators::Options, sources: BTreeSet<SourceId>) -> Self {
         Self {
             translator: Translator::new(opts),
             encoder: publish::Encoder::default(),
-            errors: BTreeSet::new(),
+            errors: BTreeMap::new(),
             rejected: BTreeSet::new(),
+            merged: (sources.len() > 1).then(Merged::default),
+            pending: sources,
+            status_subscribers: Vec::new(),
         }
     }
 
@@ -146,8 +249,10 @@ impl Pipeline {
         self.translator.apply(changes);
         let delta = self.translator.take_delta();
         let statuses = &self.translator.output().statuses;
+        let mut changed = Vec::with_capacity(delta.statuses.len());
         for id in &delta.statuses {
-            match statuses.get(id) {
+            let status = statuses.get(id);
+            match status {
                 Some(status) if status.is_accepted() => {
                     self.rejected.remove(id);
                     info!(object = %id, message = %status.message, "accepted");
@@ -160,15 +265,69 @@ impl Pipeline {
                     self.rejected.remove(id);
                 }
             }
+            changed.push((id.clone(), status.cloned()));
+        }
+        if !changed.is_empty() {
+            self.status_subscribers
+                .retain(|s| s.send(changed.clone()).is_ok());
         }
         delta
+    }
+
+    fn error_count(&self) -> usize {
+        self.errors.values().map(BTreeSet::len).sum()
     }
 
     fn snapshot_view(&self) -> serde_json::Value {
         let mut view =
             publish::debug_view(self.encoder.snapshot(), &self.translator.output().objects);
-        view["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        let errors: Vec<&LoadError> = self.errors.values().flatten().collect();
+        view["errors"] = serde_json::to_value(errors).unwrap_or_default();
         view
+    }
+}
+
+/// Objects by source, when there are two: the Kubernetes copy of an object wins over the
+/// file's.
+#[derive(Default)]
+struct Merged {
+    objects: BTreeMap<ObjectRef, [Option<Arc<Object>>; 2]>,
+}
+
+impl Merged {
+    fn slot(source: SourceId) -> usize {
+        match source {
+            SourceId::Dir => 0,
+            SourceId::Kubernetes => 1,
+        }
+    }
+
+    /// One source's changes, as changes of what is served.
+    fn apply(&mut self, source: SourceId, changes: Vec<Change>) -> Vec<Change> {
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let (id, value) = match change {
+                Change::Upsert(o) => (o.id.clone(), Some(o)),
+                Change::Delete(id) => (id, None),
+            };
+            let slots = self.objects.entry(id.clone()).or_default();
+            let before = slots[1].clone().or_else(|| slots[0].clone());
+            slots[Self::slot(source)] = value;
+            if slots[0].is_some() && slots[1].is_some() {
+                warn!(object = %id, "defined in both Kubernetes and --config-dir; the Kubernetes one is served");
+            }
+            let after = slots[1].clone().or_else(|| slots[0].clone());
+            if slots.iter().all(Option::is_none) {
+                self.objects.remove(&id);
+            }
+            match (before, after) {
+                (Some(b), Some(a)) if b == a => {}
+                (_, Some(a)) => out.push(Change::Upsert(a)),
+                (Some(_), None) => out.push(Change::Delete(id)),
+                (None, None) => {}
+            }
+        }
+        out
     }
 }
 
@@ -176,7 +335,7 @@ fn lock(p: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Turns each reload into a published snapshot, and reports what changed.
+/// Turns each source's changes into a published snapshot, and reports what changed.
 struct Publisher {
     tx: SnapshotTx,
     admin: Arc<AdminState>,
@@ -197,12 +356,8 @@ fn may_change_content(kind: &notify::EventKind) -> bool {
 
 /// Loads the directory, publishes, then reloads on every (debounced) change. Returns when
 /// the publication channel closes.
-fn watch_dir(
-    mut source: DirSource,
-    publisher: &mut Publisher,
-    debounce: Duration,
-    resync: Duration,
-) {
+fn watch_dir(source: DirSource, publisher: &Publisher, debounce: Duration, resync: Duration) {
+    let mut source = source;
     let (events_tx, events) = std::sync::mpsc::channel();
     let _watcher = match notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
         // An error may mean lost events: rescan. Our own reads must not trigger one, or the
@@ -225,7 +380,9 @@ fn watch_dir(
     };
     loop {
         match source.reload() {
-            Ok(reload) => publisher.publish(reload),
+            Ok(Reload { changes, errors }) => {
+                publisher.publish(SourceId::Dir, changes, errors, true)
+            }
             Err(e) => {
                 error!(dir = %source.dir().display(), error = %e, "cannot list the config directory; keeping the last state");
                 publisher
@@ -248,8 +405,8 @@ fn watch_dir(
     }
 }
 
-impl Publisher {
-    fn publish(&mut self, reload: Reload) {
+impl Sink for Publisher {
+    fn publish(&self, source: SourceId, changes: Vec<Change>, errors: Vec<LoadError>, synced: bool) {
         let Publisher {
             tx,
             admin,
@@ -260,34 +417,45 @@ impl Publisher {
         let mut guard = lock(pipeline);
         let p = &mut *guard;
         // Log each error once, when it appears, not on every reload.
-        let current: BTreeSet<LoadError> = reload.errors.into_iter().collect();
-        for e in current.difference(&p.errors) {
-            error!(file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
+        let current: BTreeSet<LoadError> = errors.into_iter().collect();
+        let previous = p.errors.remove(&source).unwrap_or_default();
+        for e in current.difference(&previous) {
+            error!(source = source.label(), file = %e.file, document = ?e.document, object = ?e.object, reason = %e.reason,
                 "invalid config; the object's last good state (if any) keeps serving");
             metrics
                 .load_errors
                 .get_or_create(&SourceLabel {
-                    source: "dir".into(),
+                    source: source.label().into(),
                 })
                 .inc();
         }
-        for e in p.errors.difference(&current) {
-            info!(file = %e.file, object = ?e.object, "config error resolved");
+        for e in previous.difference(&current) {
+            info!(source = source.label(), file = %e.file, object = ?e.object, "config error resolved");
         }
-        p.errors = current;
+        p.errors.insert(source, current);
+        if synced {
+            p.pending.remove(&source);
+        }
+        let changes = match &mut p.merged {
+            Some(m) => m.apply(source, changes),
+            None => changes,
+        };
 
-        // A reload that changed no object (at most the errors) translates nothing.
+        // Nothing is served before every source finished its initial load; until then the
+        // translation and the encoder are kept up to date, unpublished.
+        let ready = p.pending.is_empty();
         let first = tx.borrow().is_none();
-        let changes = reload.changes.len();
-        let delta = (changes > 0 || first).then(|| p.translate(reload.changes));
+        let count = changes.len();
+        let delta = (count > 0).then(|| p.translate(changes));
         metrics
             .invalid_objects
-            .set((p.errors.len() + p.rejected.len()) as i64);
+            .set((p.error_count() + p.rejected.len()) as i64);
 
         let objects = &p.translator.output().objects;
-        if let Some(delta) = delta
-            && (p.encoder.update(objects, &delta.objects) || first)
-        {
+        let changed = delta
+            .as_ref()
+            .is_some_and(|d| p.encoder.update(objects, &d.objects));
+        if ready && (changed || first) {
             let snapshot = Arc::new(p.encoder.snapshot().clone());
             let version = snapshot.version();
             metrics.set_snapshot_version(&version);
@@ -295,14 +463,25 @@ impl Publisher {
             metrics
                 .translate_seconds
                 .observe(started.elapsed().as_secs_f64());
-            info!(version = %version, changes, changed_objects = delta.objects.len(),
-                objects = objects.len(), errors = p.errors.len(),
+            info!(source = source.label(), version = %version, changes = count,
+                changed_objects = delta.as_ref().map_or(0, |d| d.objects.len()),
+                objects = objects.len(), errors = p.error_count(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "publishing snapshot");
         }
         drop(guard);
-        if !admin.ready.swap(true, Ordering::AcqRel) {
+        if ready && !admin.ready.swap(true, Ordering::AcqRel) {
             info!("initial load complete; serving");
         }
+    }
+
+    fn statuses(&self) -> BTreeMap<ObjectRef, Status> {
+        lock(&self.pipeline).translator.output().statuses.clone()
+    }
+
+    fn subscribe_statuses(&self) -> mpsc::UnboundedReceiver<StatusChanges> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.pipeline).status_subscribers.push(tx);
+        rx
     }
 }
 
