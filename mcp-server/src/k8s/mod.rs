@@ -2,4 +2,8 @@
 //! holder, the validating admission webhook, and the CRDs of our kinds.
 
 pub mod crds;
+pub mod lease;
+mod status;
+mod store;
+pub mod watch;
 pub mod webhook;
