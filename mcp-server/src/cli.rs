@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve istiod over MCP from a directory of YAML/JSON files and/or a Kubernetes cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load a directory like `serve` would and report every invalid object; exits 1 if any.
     Validate(ValidateArgs),
     /// Print, as YAML, the istio objects `serve` would generate or change for a directory,

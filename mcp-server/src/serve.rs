@@ -17,13 +17,13 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cli::{KubeArgs, ServeArgs};
 use crate::k8s;
-use crate::k8s::lease::{LeaseConfig, Leadership};
+use crate::k8s::lease::{Leadership, LeaseConfig};
 use crate::metrics::{Metrics, SourceLabel};
 use crate::model::{Object, ObjectRef};
 use crate::publish;
 use crate::snapshot::Snapshot;
-use crate::source::{LoadError, Sink, SourceId, StatusChanges};
 use crate::source::dir::{DirSource, Reload};
+use crate::source::{LoadError, Sink, SourceId, StatusChanges};
 use crate::xds;
 use htnn_translators::{Change, Status, Translator};
 
@@ -77,6 +77,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let webhook = match (kube.webhook_addr, &kube.tls_cert, &kube.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some(
+            k8s::webhook::WebhookServer::bind(addr, cert, key)
+                .await
+                .with_context(|| format!("--webhook-addr {addr}"))?,
+        ),
+        _ => None,
+    };
+    if let Some(w) = &webhook {
+        registry.register(
+            "htnn_webhook_denials",
+            "Admission requests the webhook denied",
+            w.denials(),
+        );
+    }
 
     let (tx, rx) = watch::channel(None);
     let connections = xds::server::Connections::default();
@@ -150,11 +165,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             namespace: kube.namespace.clone(),
             lease: cfg.clone(),
         };
-        tokio::spawn(k8s::watch::run(client.clone(), options, publisher.clone(), tx));
+        tokio::spawn(k8s::watch::run(
+            client.clone(),
+            options,
+            publisher.clone(),
+            tx,
+        ));
         lease = Some((client, cfg));
     }
-    let webhook: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = None; // WEBHOOK-WIRING
-
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -162,13 +180,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         info!("shutting down");
         if let Some((client, cfg)) = &lease {
-            let _ = tokio::time::timeout(Duration::from_secs(2), k8s::lease::release(client.clone(), cfg)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                k8s::lease::release(client.clone(), cfg),
+            )
+            .await;
         }
     };
     let admin = axum::serve(admin_listener, admin::router(admin_state));
     let webhook = async move {
         match webhook {
-            Some(w) => w.await,
+            Some(w) => {
+                w.run(std::future::pending()).await;
+                Ok::<(), anyhow::Error>(())
+            }
             None => std::future::pending().await,
         }
     };
@@ -406,7 +431,13 @@ fn watch_dir(source: DirSource, publisher: &Publisher, debounce: Duration, resyn
 }
 
 impl Sink for Publisher {
-    fn publish(&self, source: SourceId, changes: Vec<Change>, errors: Vec<LoadError>, synced: bool) {
+    fn publish(
+        &self,
+        source: SourceId,
+        changes: Vec<Change>,
+        errors: Vec<LoadError>,
+        synced: bool,
+    ) {
         let Publisher {
             tx,
             admin,

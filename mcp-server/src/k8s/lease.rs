@@ -73,8 +73,7 @@ pub async fn run(client: kube::Client, cfg: LeaseConfig, tx: watch::Sender<Leade
             Err(e) => {
                 let was = tx.borrow().leading;
                 // Keep leading through a short outage, but stop before anyone may take over.
-                let still = was
-                    && last_renew.is_some_and(|t| t.elapsed() < cfg.duration * 2 / 3);
+                let still = was && last_renew.is_some_and(|t| t.elapsed() < cfg.duration * 2 / 3);
                 warn!(lease = %lease_name, error = %e, leading = still, "lease renewal failed");
                 (still, tx.borrow().holder.clone())
             }
@@ -156,10 +155,7 @@ async fn tick(
     }
     spec.renew_time = Some(now);
     spec.lease_duration_seconds = Some(seconds);
-    match api
-        .replace(&cfg.name, &PostParams::default(), &lease)
-        .await
-    {
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
         Ok(_) => Ok((true, Some(cfg.identity.clone()))),
         // Changed since we read it: someone else renewed or took it.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok((false, rec.holder)),

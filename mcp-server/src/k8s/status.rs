@@ -139,9 +139,11 @@ async fn write(client: kube::Client, w: Write) -> (ObjectRef, anyhow::Result<()>
         "status": {"conditions": [condition]},
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let result =
-        tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(&id.name, &params, &Patch::Apply(body)))
-            .await;
+    let result = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        api.patch_status(&id.name, &params, &Patch::Apply(body)),
+    )
+    .await;
     let result = match result {
         Err(_) => Err(anyhow::anyhow!("timed out after {WRITE_TIMEOUT:?}")),
         Ok(Ok(_)) => {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::lease::{self, LeaseConfig, Leadership};
+use super::lease::{self, Leadership, LeaseConfig};
 use super::status::{self, Write};
 use super::store::{Store, WatchedKind, watched_kinds};
 use crate::model::ObjectRef;
@@ -99,9 +99,8 @@ pub async fn run(
     let crds: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
     let crd_inputs = inputs;
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(
-            watcher::watcher(crds, watcher::Config::default()).default_backoff()
-        );
+        let mut stream =
+            std::pin::pin!(watcher::watcher(crds, watcher::Config::default()).default_backoff());
         while let Some(event) = stream.next().await {
             match event {
                 Ok(e) => {
