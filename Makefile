@@ -27,6 +27,8 @@ export ENVOY_BIN       := $(ENVOY)
 export HTNN_MODULE_DIR := $(CURDIR)/target/debug
 export HTNN_KUBE_APISERVER_BIN := $(KUBE_DIR)/bin/kube-apiserver
 export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
+export HTNN_KUBECTL_BIN := $(KUBE_DIR)/bin/kubectl
+export HTNN_ISTIO_MODULE_VERSION := $(ISTIO_MODULE_VERSION)
 
 .PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions lint fmt demo clean-cache
 
@@ -47,7 +49,7 @@ istiod: $(ISTIOD)
 $(ISTIOD):
 	ISTIO_MODULE_VERSION=$(ISTIO_MODULE_VERSION) ISTIOD_CACHE_DIR=$(ISTIOD_DIR) integration/scripts/build-istiod.sh
 
-## kube-apiserver and etcd built from their Go modules (cached; the first build is slow).
+## kube-apiserver, kubectl and etcd built from their Go modules (cached; the first build is slow).
 kube:
 	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) CACHE_DIR=$(KUBE_DIR) integration/scripts/build-kube.sh
 

@@ -11,19 +11,39 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 : "${HTNN_KUBE_APISERVER_BIN:?run through make demo, which builds kube-apiserver and sets HTNN_KUBE_APISERVER_BIN}"
 : "${HTNN_ETCD_BIN:?run through make demo, which builds etcd and sets HTNN_ETCD_BIN}"
 run=$(mktemp -d /tmp/htnn-demo.XXXXXX)
-pids=()
+names=() pids=()
+# Dead means gone or a zombie (exited, not yet reaped by us).
+gone() {
+  local stat
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
+  stat=${stat##*) }
+  [ "${stat%% *}" = Z ]
+}
+stop() { # name pid: SIGTERM to its process group, SIGKILL to what is left after 2 s
+  kill -TERM -- "-$2" 2>/dev/null || return 0
+  for _ in $(seq 20); do gone "$2" && break; sleep 0.1; done
+  gone "$2" || echo "$1 still running 2 s after SIGTERM; killing it"
+  kill -KILL -- "-$2" 2>/dev/null || true
+  wait "$2" 2>/dev/null || true
+}
+# In reverse start order, so nothing outlives what it depends on: a kube-apiserver whose
+# etcd is gone retries it for minutes before exiting.
 cleanup() {
   trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  echo
+  echo "== stopping"
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${names[i]}" "${pids[i]}"; done
   echo "logs were in $run"
 }
 trap cleanup EXIT INT TERM
 
+# Each process runs in its own session (so its own process group). Ctrl-C at the terminal
+# then reaches only this script, which stops them in order; without that every process gets
+# the SIGINT at once. `stop` signals the whole group, so anything a process spawned goes too.
 start() { # name command...
   local name=$1; shift
-  "$@" >"$run/$name.log" 2>&1 &
-  pids+=($!)
+  setsid "$@" >"$run/$name.log" 2>&1 &
+  names+=("$name") pids+=($!)
 }
 wait_for() { # what command...
   local what=$1; shift
@@ -64,17 +84,16 @@ start htnn "$HTNN_BIN" serve --config-dir "$root/examples/config" --xds-addr 127
 wait_for "htnn serve" curl -sf http://127.0.0.1:15052/readyz
 
 echo "== starting istiod (config source: xds://127.0.0.1:15051 only)"
-(cd "$run" && POD_NAMESPACE=istio-system POD_NAME=istiod-0 ENABLE_CA_SERVER=false \
+start istiod env -C "$run" POD_NAMESPACE=istio-system POD_NAME=istiod-0 ENABLE_CA_SERVER=false \
   PILOT_ENABLE_ALPN_FILTER=false PILOT_ENABLE_METADATA_EXCHANGE=false \
-  exec "$HTNN_ISTIOD_BIN" discovery --kubeconfig="$run/kubeconfig" --meshConfig="$root/examples/mesh.yaml" \
+  "$HTNN_ISTIOD_BIN" discovery --kubeconfig="$run/kubeconfig" --meshConfig="$root/examples/mesh.yaml" \
   --grpcAddr=127.0.0.1:15010 --httpAddr=127.0.0.1:15080 --monitoringAddr=127.0.0.1:15014 \
-  --secureGRPCAddr="" --httpsAddr="" --clusterID=Kubernetes >"$run/istiod.log" 2>&1) &
-pids+=($!)
+  --secureGRPCAddr="" --httpsAddr="" --clusterID=Kubernetes
 wait_for istiod bash -c 'exec 3<>/dev/tcp/127.0.0.1/15010'
 
 echo "== starting the echo backend and the Envoy gateway with libhtnn.so"
 start backend python3 "$root/examples/echo_backend.py" 18080
-ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$HTNN_MODULE_DIR" start envoy "$ENVOY_BIN" -c "$root/examples/envoy-gateway.yaml" \
+start envoy env ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$HTNN_MODULE_DIR" "$ENVOY_BIN" -c "$root/examples/envoy-gateway.yaml" \
   --use-dynamic-base-id --concurrency 1
 wait_for "the gateway listener" curl -s -o /dev/null http://127.0.0.1:18000/
 

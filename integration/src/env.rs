@@ -1,6 +1,7 @@
 //! The test environment: `htnn serve` on a config directory, istiod reading from it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +13,7 @@ use tempfile::TempDir;
 
 use crate::corpus::{self, ObjectKey};
 use crate::kube::{KUBE_READY_TIMEOUT, Kube};
+use crate::kubectl::Kubectl;
 use crate::process::{ChildProcess, tail_file};
 use crate::{free_ports, http, loopback};
 
@@ -85,12 +87,11 @@ pub struct Htnn {
     process: ChildProcess,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub config_dir: PathBuf,
     pub ready_after: Duration,
 }
 
 impl Htnn {
-    /// Starts `htnn serve` and waits (up to `timeout`) until `/readyz` answers 200.
+    /// Starts `htnn serve --config-dir` and waits (up to `timeout`) until `/readyz` answers 200.
     pub async fn start(
         bin: &Path,
         config_dir: &Path,
@@ -99,15 +100,29 @@ impl Htnn {
         log: &Path,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        let args = vec!["--config-dir".into(), config_dir.as_os_str().to_owned()];
+        Self::start_with_args(bin, &args, xds_addr, admin_addr, log, timeout).await
+    }
+
+    /// Starts `htnn serve <source args>` and waits (up to `timeout`) until `/readyz`
+    /// answers 200.
+    pub async fn start_with_args(
+        bin: &Path,
+        source_args: &[OsString],
+        xds_addr: SocketAddr,
+        admin_addr: SocketAddr,
+        log: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .arg("--config-dir")
-            .arg(config_dir)
+            .args(source_args)
             .arg("--xds-addr")
             .arg(xds_addr.to_string())
             .arg("--admin-addr")
             .arg(admin_addr.to_string())
             .env_remove("HTNN_CONFIG_DIR")
+            .env_remove("KUBECONFIG")
             .env_remove("HTNN_XDS_ADDR")
             .env_remove("HTNN_ADMIN_ADDR");
         let start = Instant::now();
@@ -136,7 +151,6 @@ impl Htnn {
             process,
             xds_addr,
             admin_addr,
-            config_dir: config_dir.to_path_buf(),
             ready_after: start.elapsed(),
         })
     }
@@ -159,6 +173,10 @@ impl Htnn {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
@@ -329,6 +347,18 @@ pub struct EnvOptions {
     pub seed_rewrite: Option<SeedRewrite>,
     /// istiod's `mesh.yaml` additions and environment (see [`Istiod::start`]).
     pub istiod: IstiodOptions,
+    /// Kubernetes mode: the seeded files are applied to the cluster with `kubectl` (after
+    /// istio's CRDs and ours), and `htnn serve` watches the cluster instead of a directory.
+    pub kubernetes: Option<KubeMode>,
+}
+
+/// How `htnn serve` runs in Kubernetes mode.
+#[derive(Default, Clone)]
+pub struct KubeMode {
+    /// Extra `htnn serve` flags (e.g. `--lease-duration`, the webhook's).
+    pub htnn_args: Vec<String>,
+    /// Install only our CRDs, not istio's (to test kinds whose CRD appears later).
+    pub without_istio_crds: bool,
 }
 
 /// Everything one test needs: a temporary directory holding the config directory served by
@@ -341,7 +371,11 @@ pub struct TestEnv {
     pub htnn: Option<Htnn>,
     pub istiod: Istiod,
     pub kube: Kube,
+    /// `kubectl` for [`TestEnv::kube`] (Kubernetes mode only).
+    pub kubectl: Option<Kubectl>,
     htnn_log: PathBuf,
+    /// What `htnn serve` is started with, besides its addresses.
+    htnn_args: Vec<OsString>,
     xds_addr: SocketAddr,
     admin_addr: SocketAddr,
     extra_logs: Vec<(String, PathBuf)>,
@@ -376,23 +410,69 @@ impl TestEnv {
         let (xds_addr, admin_addr) = (loopback(ports[0]), loopback(ports[1]));
         let htnn_log = tmp.path().join("htnn.log");
         let kube_dir = tmp.path().join("kube");
-        // Independent of each other: start both at once.
-        let (kube, htnn) = tokio::try_join!(
-            Kube::start(
-                &binaries.kube_apiserver,
-                &binaries.etcd,
-                &kube_dir,
-                KUBE_READY_TIMEOUT,
-            ),
-            Htnn::start(
-                &binaries.htnn,
-                &config_dir,
-                xds_addr,
-                admin_addr,
-                &htnn_log,
-                HTNN_READY_TIMEOUT,
-            ),
-        )?;
+        let (kube, htnn, kubectl, htnn_args) = match &options.kubernetes {
+            None => {
+                let htnn_args = vec!["--config-dir".into(), config_dir.as_os_str().to_owned()];
+                // Independent of each other: start both at once.
+                let (kube, htnn) = tokio::try_join!(
+                    Kube::start(
+                        &binaries.kube_apiserver,
+                        &binaries.etcd,
+                        &kube_dir,
+                        KUBE_READY_TIMEOUT,
+                    ),
+                    Htnn::start_with_args(
+                        &binaries.htnn,
+                        &htnn_args,
+                        xds_addr,
+                        admin_addr,
+                        &htnn_log,
+                        HTNN_READY_TIMEOUT,
+                    ),
+                )?;
+                (kube, htnn, None, htnn_args)
+            }
+            Some(mode) => {
+                let kube = Kube::start(
+                    &binaries.kube_apiserver,
+                    &binaries.etcd,
+                    &kube_dir,
+                    KUBE_READY_TIMEOUT,
+                )
+                .await?;
+                let kubectl = Kubectl::from_env(kube.kubeconfig())?;
+                if !mode.without_istio_crds {
+                    kube.install_crds(&kubectl, &crate::kube::istio_crds_file()?)
+                        .await?;
+                }
+                kube.install_crds(&kubectl, &crate::repo_root().join("deploy/crds.yaml"))
+                    .await?;
+                if options.seed_dir.is_some() {
+                    kubectl.apply_file(&config_dir).await?;
+                }
+                let mut htnn_args: Vec<OsString> = vec![
+                    "--kubeconfig".into(),
+                    kube.kubeconfig().as_os_str().to_owned(),
+                ];
+                htnn_args.extend(mode.htnn_args.iter().map(OsString::from));
+                let htnn = Htnn::start_with_args(
+                    &binaries.htnn,
+                    &htnn_args,
+                    xds_addr,
+                    admin_addr,
+                    &htnn_log,
+                    HTNN_READY_TIMEOUT,
+                )
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e:#}\n----- kube-apiserver log -----\n{}",
+                        tail_file(kube.apiserver_log(), LOG_TAIL_BYTES)
+                    )
+                })?;
+                (kube, htnn, Some(kubectl), htnn_args)
+            }
+        };
         let istiod = match Istiod::start(
             &binaries.istiod,
             &tmp.path().join("istiod"),
@@ -418,7 +498,9 @@ impl TestEnv {
             htnn: Some(htnn),
             istiod,
             kube,
+            kubectl,
             htnn_log,
+            htnn_args,
             xds_addr,
             admin_addr,
             extra_logs: Vec::new(),
@@ -471,9 +553,9 @@ impl TestEnv {
     /// Starts `htnn serve` again on the same ports and config directory.
     pub async fn restart_htnn(&mut self) -> anyhow::Result<()> {
         self.kill_htnn();
-        let htnn = Htnn::start(
+        let htnn = Htnn::start_with_args(
             &self.binaries.htnn,
-            &self.config_dir,
+            &self.htnn_args,
             self.xds_addr,
             self.admin_addr,
             &self.htnn_log,
@@ -482,6 +564,41 @@ impl TestEnv {
         .await?;
         self.htnn = Some(htnn);
         Ok(())
+    }
+
+    /// Starts another `htnn serve` replica like the first one, on its own ports, logging to
+    /// `<name>.log` (which failure reports include).
+    pub async fn start_replica(&mut self, name: &str) -> anyhow::Result<Htnn> {
+        let ports = free_ports(2)?;
+        let log = self.tmp.path().join(format!("{name}.log"));
+        let mut args = Vec::with_capacity(self.htnn_args.len() + 2);
+        let mut given = self.htnn_args.iter();
+        while let Some(a) = given.next() {
+            if a == "--identity" {
+                given.next();
+            } else {
+                args.push(a.clone());
+            }
+        }
+        args.extend(["--identity".into(), name.into()]);
+        let htnn = Htnn::start_with_args(
+            &self.binaries.htnn,
+            &args,
+            loopback(ports[0]),
+            loopback(ports[1]),
+            &log,
+            HTNN_READY_TIMEOUT,
+        )
+        .await?;
+        self.add_log(name, &log);
+        Ok(htnn)
+    }
+
+    /// `kubectl` for the cluster (Kubernetes mode only).
+    pub fn kubectl(&self) -> &Kubectl {
+        self.kubectl
+            .as_ref()
+            .expect("kubectl is set up in Kubernetes mode only")
     }
 
     /// The tails of all logs, for failure reports.

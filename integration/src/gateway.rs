@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::env::{EnvOptions, IstiodOptions, TestEnv};
+use crate::env::{EnvOptions, IstiodOptions, KubeMode, TestEnv};
 use crate::process::ChildProcess;
 use crate::{free_ports, http, loopback, poll_until};
 
@@ -362,6 +362,19 @@ impl GatewayEnv {
 
     /// [`GatewayEnv::start`] with extra environment variables for istiod.
     pub async fn start_with(istiod_env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        Self::start_in(istiod_env, None).await
+    }
+
+    /// [`GatewayEnv::start`] in Kubernetes mode: `examples/config` is applied to the cluster
+    /// with `kubectl` and `htnn serve` watches the cluster.
+    pub async fn start_kubernetes(mode: KubeMode) -> anyhow::Result<Self> {
+        Self::start_in(Vec::new(), Some(mode)).await
+    }
+
+    async fn start_in(
+        istiod_env: Vec<(String, String)>,
+        kubernetes: Option<KubeMode>,
+    ) -> anyhow::Result<Self> {
         let start = Instant::now();
         let binaries = GatewayBinaries::from_env()?;
         let template_path = crate::repo_root()
@@ -386,6 +399,7 @@ impl GatewayEnv {
                 mesh_extra: "enableAutoMtls: false\n".into(),
                 env: istiod_env,
             },
+            kubernetes,
         })
         .await?;
         check_seeded_ports(&env.config_dir, gateway_port, backend_port)?;

@@ -26,15 +26,18 @@
 //! --kubeconfig`. That cluster is empty apart from the namespace `istio-system`; all istio
 //! config comes only from `htnn serve` over MCP.
 
+pub mod certs;
 pub mod check;
 pub mod corpus;
 pub mod env;
 pub mod gateway;
 pub mod http;
 pub mod kube;
+pub mod kubectl;
 pub mod normalize;
 pub mod process;
 pub mod propagation;
+pub mod race;
 pub mod scale;
 
 use std::future::Future;

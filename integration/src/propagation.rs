@@ -360,7 +360,7 @@ impl Running {
         if let Some(h) = &self.htnn {
             out.push_str(&format!(
                 "\n----- htnn serve log -----\n{}",
-                tail_file(&h.config_dir.with_file_name("htnn.log"), LOG_TAIL_BYTES)
+                tail_file(h.log_path(), LOG_TAIL_BYTES)
             ));
         }
         out

@@ -52,7 +52,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HTNN_ADMIN_ADDR", default_value = "127.0.0.1:15052")]
     pub admin_addr: SocketAddr,
 
-    /// Quiet period after a file change before the directory is reloaded.
+    /// Quiet period after a change (a file event, a Kubernetes watch event) before it is
+    /// applied, so that what is written together is served together: a `kubectl apply` of a
+    /// VirtualService and its policy creates them one by one. A change waits at most ten
+    /// times this (at least 1s) for the ones that follow it.
     #[arg(long, env = "HTNN_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
     pub debounce: Duration,
 

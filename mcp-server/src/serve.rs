@@ -163,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
         let options = k8s::watch::Options {
             namespace: kube.namespace.clone(),
+            debounce,
             lease: cfg.clone(),
         };
         tokio::spawn(k8s::watch::run(

@@ -37,6 +37,11 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Watch only this namespace.
     pub namespace: Option<String>,
+    /// Events are applied once none came for this long (at most [`max_delay`] after the
+    /// first): `kubectl apply` creates the objects of a file one by one, and a VirtualService
+    /// and its policy must reach the translation together, or the route would be served
+    /// alone for a moment.
+    pub debounce: Duration,
     pub lease: LeaseConfig,
 }
 
@@ -118,10 +123,7 @@ pub async fn run(
     loop {
         tokio::select! {
             Some(first) = rx.recv() => {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH && let Ok(i) = rx.try_recv() {
-                    batch.push(i);
-                }
+                let batch = collect(first, &mut rx, opts.debounce).await;
                 source.apply(batch);
             }
             Some(changed) = statuses.recv() => {
@@ -272,6 +274,12 @@ impl Source {
                             return;
                         }
                     }
+                    // Right after its CRD appears, a kind is not served for a moment.
+                    Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
+                        if s.code == 404 =>
+                    {
+                        debug!(kind = k.kind, "not served yet; retrying")
+                    }
                     Err(e) => warn!(kind = k.kind, error = %e, "watch failed; retrying"),
                 }
             }
@@ -328,6 +336,29 @@ impl Source {
             self.reconcile(&id, statuses.get(&id));
         }
     }
+}
+
+/// The longest a change waits for the events that follow it.
+fn max_delay(debounce: Duration) -> Duration {
+    (debounce * 10).max(Duration::from_secs(1))
+}
+
+/// `first` and the events that follow it closely (see [`Options::debounce`]).
+async fn collect(first: Input, rx: &mut mpsc::Receiver<Input>, debounce: Duration) -> Vec<Input> {
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + max_delay(debounce);
+    while batch.len() < MAX_BATCH {
+        if let Ok(i) = rx.try_recv() {
+            batch.push(i);
+            continue;
+        }
+        let quiet = (tokio::time::Instant::now() + debounce).min(deadline);
+        match tokio::time::timeout_at(quiet, rx.recv()).await {
+            Ok(Some(i)) => batch.push(i),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// A watched object as the JSON document the loader reads. List items may lack their

@@ -72,7 +72,7 @@ fn http_filters(htnn_disabled_by_default: bool) -> Value {
             "@type": DM_FILTER,
             "dynamic_module_config": module(),
             "filter_name": "htnn",
-            // Gateway-level chain: the demo plugin adds `x-gateway-demo: hello, <consumer>`.
+            // Gateway-level chain: the demo plugin adds `x-gateway-demo: hello, <guest>`.
             "filter_config": string_value(&chain("ns1", json!([
                 {"name": "demo", "config": {"hostName": "x-gateway-demo"}}
             ]))),
@@ -301,18 +301,30 @@ fn gateway_and_per_route_chains() {
     // Gateway-level chain applies to a route without per-route config.
     let r = get(p, "/plain", &[]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("x-echo-h-x-gateway-demo"), Some("hello,"), "{r:?}");
+    assert_eq!(
+        r.header("x-echo-h-x-gateway-demo"),
+        Some("hello, guest"),
+        "{r:?}"
+    );
 
     // Per-route chain: its `demo` replaces the gateway's `demo` (route wins per plugin).
     let r = get(p, "/override", &[]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("x-echo-h-x-route-demo"), Some("hello,"), "{r:?}");
+    assert_eq!(
+        r.header("x-echo-h-x-route-demo"),
+        Some("hello, guest"),
+        "{r:?}"
+    );
     assert_eq!(r.header("x-echo-h-x-gateway-demo"), None, "{r:?}");
 
     // TypedStruct-carried config arrives as JSON too; the unknown plugin is dropped, not fatal.
     let r = get(p, "/typed", &[]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("x-echo-h-x-gateway-demo"), Some("hello,"), "{r:?}");
+    assert_eq!(
+        r.header("x-echo-h-x-gateway-demo"),
+        Some("hello, guest"),
+        "{r:?}"
+    );
 
     // Filter disabled on the route: the module is not invoked at all.
     let r = get(p, "/off", &[]);
@@ -322,7 +334,11 @@ fn gateway_and_per_route_chains() {
     // Filter disabled by default on the listener, enabled by a per-route config.
     let r = get(gw.ports.opt_in, "/enabled", &[]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("x-echo-h-x-route-demo"), Some("hello,"), "{r:?}");
+    assert_eq!(
+        r.header("x-echo-h-x-route-demo"),
+        Some("hello, guest"),
+        "{r:?}"
+    );
     assert_eq!(r.header("x-echo-h-x-gateway-demo"), None, "{r:?}");
     let r = get(gw.ports.opt_in, "/other", &[]);
     assert_eq!(r.status, 200, "{r:?}");

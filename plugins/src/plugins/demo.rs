@@ -1,5 +1,6 @@
 //! `demo`: adds request header `<hostName>: hello, <guest>` where the guest is the Envoy filter
-//! state `guest_name`, else the consumer's name, else empty.
+//! state `guest_name`, else the consumer's name, else `guest`. (HTNN greets an unknown caller
+//! with an empty name, `hello, `, which HTTP turns into `hello,`; a name reads better.)
 //!
 //! The header is added (appended), as HTNN's `headers.Add`: replacing would make Envoy look the
 //! name up first, which for a non-inline header builds the header map's lookup index.
@@ -62,6 +63,7 @@ struct DemoFilter(Arc<DemoConfig>);
 impl Filter for DemoFilter {
     fn decode_headers(&mut self, ctx: &mut Ctx<'_>, _end_stream: bool) -> Status {
         const HELLO: &str = "hello, ";
+        const NOBODY: &str = "guest";
         let state = ctx.filter_state("guest_name").map(|g| {
             String::from_utf8(g.into_owned())
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
@@ -73,7 +75,8 @@ impl Filter for DemoFilter {
         let guest = state
             .as_deref()
             .or(consumer.as_ref().map(|c| c.name()))
-            .unwrap_or("");
+            .filter(|g| !g.is_empty())
+            .unwrap_or(NOBODY);
         // The value is built on the stack when it fits (it nearly always does).
         let mut buf = [0u8; 96];
         let owned;
@@ -117,10 +120,40 @@ mod tests {
         let mut host = MockHost::request("GET", "/");
         let mut m = FilterManager::new(Some(&chain), None, None);
         let ex = Driver::new(&mut m, &mut host).run(&[], &[], None);
+        let h = ex.upstream_headers.unwrap();
         assert!(
-            ex.upstream_headers
-                .unwrap()
-                .contains(&("x-host".into(), "hello, ".into()))
+            h.contains(&("x-host".into(), "hello, guest".into())),
+            "{h:?}"
+        );
+
+        // An empty name is no name.
+        let mut host = MockHost::request("GET", "/");
+        host.filter_state.insert("guest_name".into(), Vec::new());
+        let mut m = FilterManager::new(Some(&chain), None, None);
+        let ex = Driver::new(&mut m, &mut host).run(&[], &[], None);
+        let h = ex.upstream_headers.unwrap();
+        assert!(
+            h.contains(&("x-host".into(), "hello, guest".into())),
+            "{h:?}"
+        );
+    }
+
+    #[test]
+    fn long_names_are_greeted_whole() {
+        let chain = FilterChainConfig::parse(
+            &json!({"plugins": [{"name": "demo", "config": {"hostName": "x-host"}}]}),
+        )
+        .unwrap();
+        let name = "r".repeat(200);
+        let mut host = MockHost::request("GET", "/");
+        host.filter_state
+            .insert("guest_name".into(), name.clone().into_bytes());
+        let mut m = FilterManager::new(Some(&chain), None, None);
+        let ex = Driver::new(&mut m, &mut host).run(&[], &[], None);
+        let h = ex.upstream_headers.unwrap();
+        assert!(
+            h.contains(&("x-host".into(), format!("hello, {name}"))),
+            "{h:?}"
         );
     }
 
@@ -139,7 +172,7 @@ mod tests {
             .filter(|(k, _)| k == "x-host")
             .map(|(_, v)| v.as_str())
             .collect();
-        assert_eq!(values, ["client", "hello, "], "{h:?}");
+        assert_eq!(values, ["client", "hello, guest"], "{h:?}");
     }
 
     #[test]
