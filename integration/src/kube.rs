@@ -83,6 +83,27 @@ enum StartError {
 }
 
 impl Kube {
+    /// [`Kube::start`] with the binaries named by `HTNN_KUBE_APISERVER_BIN` and
+    /// `HTNN_ETCD_BIN` (defaults `.cache/kube/bin/...`); a missing one is an error that says
+    /// how to get it.
+    pub async fn start_from_env(dir: &Path) -> anyhow::Result<Self> {
+        let apiserver =
+            crate::path_from_env("HTNN_KUBE_APISERVER_BIN", ".cache/kube/bin/kube-apiserver");
+        let etcd = crate::path_from_env("HTNN_ETCD_BIN", ".cache/kube/bin/etcd");
+        for (bin, var) in [
+            (&apiserver, "HTNN_KUBE_APISERVER_BIN"),
+            (&etcd, "HTNN_ETCD_BIN"),
+        ] {
+            if !bin.is_file() {
+                bail!(
+                    "{} not found: build it with `make kube` or point {var} at it",
+                    bin.display()
+                );
+            }
+        }
+        Self::start(&apiserver, &etcd, dir, KUBE_READY_TIMEOUT).await
+    }
+
     /// Starts etcd and kube-apiserver with their data, certificates, logs and the kubeconfig
     /// under `dir`, waits (up to `timeout`) until the apiserver is ready and creates the
     /// namespace `istio-system`.

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use htnn_integration::kube::{KUBE_READY_TIMEOUT, Kube, TOKEN};
+use htnn_integration::kube::{Kube, TOKEN};
 use htnn_integration::process::tail_file;
-use htnn_integration::{path_from_env, poll_until, repo_root};
+use htnn_integration::{poll_until, repo_root};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -34,20 +34,8 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        let apiserver = path_from_env("HTNN_KUBE_APISERVER_BIN", ".cache/kube/bin/kube-apiserver");
-        let etcd = path_from_env("HTNN_ETCD_BIN", ".cache/kube/bin/etcd");
-        for (bin, var) in [
-            (&apiserver, "HTNN_KUBE_APISERVER_BIN"),
-            (&etcd, "HTNN_ETCD_BIN"),
-        ] {
-            assert!(
-                bin.is_file(),
-                "{} not found: build it with `make kube` or point {var} at it",
-                bin.display()
-            );
-        }
         let dir = TempDir::new().unwrap();
-        let kube = Kube::start(&apiserver, &etcd, dir.path(), KUBE_READY_TIMEOUT)
+        let kube = Kube::start_from_env(dir.path())
             .await
             .unwrap_or_else(|e| panic!("starting kube-apiserver: {e:#}"));
         let mut cluster = Self {

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use htnn_integration::kube::{KUBE_READY_TIMEOUT, Kube, istio_crds_file};
+use htnn_integration::kube::{Kube, istio_crds_file};
 use htnn_integration::kubectl::Kubectl;
-use htnn_integration::{path_from_env, poll_until};
+use htnn_integration::poll_until;
 
 const VIRTUAL_SERVICE: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -27,20 +27,8 @@ spec:
 
 #[tokio::test]
 async fn objects_survive_an_apiserver_restart() {
-    let apiserver = path_from_env("HTNN_KUBE_APISERVER_BIN", ".cache/kube/bin/kube-apiserver");
-    let etcd = path_from_env("HTNN_ETCD_BIN", ".cache/kube/bin/etcd");
-    for (bin, var) in [
-        (&apiserver, "HTNN_KUBE_APISERVER_BIN"),
-        (&etcd, "HTNN_ETCD_BIN"),
-    ] {
-        assert!(
-            bin.is_file(),
-            "{} not found: build it with `make kube` or point {var} at it",
-            bin.display()
-        );
-    }
     let dir = tempfile::tempdir().unwrap();
-    let mut kube = Kube::start(&apiserver, &etcd, dir.path(), KUBE_READY_TIMEOUT)
+    let mut kube = Kube::start_from_env(dir.path())
         .await
         .unwrap_or_else(|e| panic!("starting kube-apiserver: {e:#}"));
     let kubectl = Kubectl::from_env(kube.kubeconfig()).unwrap();

@@ -6,12 +6,11 @@
 //! `virtualservices.networking.istio.io` of its own: what the webhook sees is then exactly what
 //! the client sent, plus the metadata the apiserver adds.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use htnn_integration::kube::{KUBE_READY_TIMEOUT, Kube};
-use htnn_integration::{path_from_env, poll_until};
+use htnn_integration::certs::SelfSigned;
+use htnn_integration::kube::Kube;
+use htnn_integration::poll_until;
 use htnn_mcp_server::k8s::webhook::WebhookServer;
 use serde_json::{Value, json};
 
@@ -37,44 +36,6 @@ const CRD: &str = r#"{
   }
 }"#;
 
-/// A self-signed certificate for 127.0.0.1 (the apiserver refuses CN-only ones).
-fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (crt, key) = (dir.join("webhook.crt"), dir.join("webhook.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=htnn",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("the openssl command line tool is required");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (crt, key)
-}
-
-/// `caBundle` is base64; the harness has no base64 crate, openssl does it.
-fn base64_file(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["base64", "-A", "-in"])
-        .arg(path)
-        .output()
-        .expect("openssl base64");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn vs(name: &str, annotations: Value, http: Value) -> String {
     json!({
         "apiVersion": "networking.istio.io/v1",
@@ -96,22 +57,13 @@ async fn request(kube: &Kube, method: &str, path: &str, body: &str) -> (u16, Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apiserver_refuses_what_the_webhook_denies() {
-    let apiserver = path_from_env("HTNN_KUBE_APISERVER_BIN", ".cache/kube/bin/kube-apiserver");
-    let etcd = path_from_env("HTNN_ETCD_BIN", ".cache/kube/bin/etcd");
     let dir = tempfile::tempdir().unwrap();
-    let kube = Kube::start(
-        &apiserver,
-        &etcd,
-        &dir.path().join("kube"),
-        KUBE_READY_TIMEOUT,
-    )
-    .await
-    .unwrap_or_else(|e| {
-        panic!("starting kube-apiserver (HTNN_KUBE_APISERVER_BIN, HTNN_ETCD_BIN): {e:#}")
-    });
+    let kube = Kube::start_from_env(&dir.path().join("kube"))
+        .await
+        .unwrap_or_else(|e| panic!("starting kube-apiserver: {e:#}"));
 
-    let (crt, key) = self_signed(dir.path());
-    let server = WebhookServer::bind("127.0.0.1:0".parse().unwrap(), &crt, &key)
+    let certs = SelfSigned::generate(dir.path(), "webhook").unwrap();
+    let server = WebhookServer::bind("127.0.0.1:0".parse().unwrap(), &certs.cert, &certs.key)
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
@@ -148,7 +100,7 @@ async fn apiserver_refuses_what_the_webhook_denies() {
         "metadata": {"name": "htnn"},
         "webhooks": [{
             "name": WEBHOOK,
-            "clientConfig": {"url": format!("https://{addr}/validate"), "caBundle": base64_file(&crt)},
+            "clientConfig": {"url": format!("https://{addr}/validate"), "caBundle": certs.ca_bundle().unwrap()},
             "rules": [{"apiGroups": ["networking.istio.io"], "apiVersions": ["*"],
                 "operations": ["CREATE", "UPDATE"], "resources": ["virtualservices"]}],
             "admissionReviewVersions": ["v1"],
