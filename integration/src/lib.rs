@@ -12,6 +12,10 @@
 //!   `<repo>/.cache/kube/bin/{kube-apiserver,etcd}`, built by `integration/scripts/build-kube.sh`,
 //!   `make kube`).
 //!
+//! The Kubernetes-mode tests also need `kubectl` (`HTNN_KUBECTL_BIN`, built by `make kube`;
+//! else `kubectl` on `PATH`) and istio's CRDs, read from the istio.io/istio module at
+//! `HTNN_ISTIO_MODULE_VERSION` (default: the Makefile's pin) in the Go module cache.
+//!
 //! The gateway tests ([`gateway`]) also need Envoy 1.40.0 (`ENVOY_BIN`, default
 //! `<repo>/.venv/bin/envoy`) and `libhtnn.so` (in `HTNN_MODULE_DIR`, default
 //! `<repo>/target/debug`).
