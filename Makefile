@@ -30,7 +30,7 @@ export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
 export HTNN_KUBECTL_BIN := $(KUBE_DIR)/bin/kubectl
 export HTNN_ISTIO_MODULE_VERSION := $(ISTIO_MODULE_VERSION)
 
-.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions bench-kubernetes lint fmt demo clean-cache
+.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions bench-kubernetes lint fmt demo demo-k8s clean-cache
 
 all: build
 
@@ -61,6 +61,11 @@ test: envoy istiod kube build
 ## show the plugins working. Ctrl-C stops everything.
 demo: envoy istiod kube build
 	integration/scripts/demo.sh
+
+## The same demo through the Kubernetes API: istio's and HTNN's CRDs and examples/config applied
+## with kubectl, htnn serve --kubeconfig writing statuses back, then a live edit and an invalid one.
+demo-k8s: envoy istiod kube build
+	integration/scripts/demo-k8s.sh
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -527,7 +527,56 @@ fn status_json(statuses: &std::collections::BTreeMap<ObjectRef, Status>) -> serd
 
 #[cfg(test)]
 mod tests {
-    use super::may_change_content;
+    use super::{Change, Merged, SourceId, may_change_content};
+    use htnn_translators::parse::parse_file;
+    use std::sync::Arc;
+
+    fn gateway(selector: &str) -> Arc<crate::model::Object> {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec: {{selector: {{istio: {selector}}}}}\n"
+        );
+        Arc::new(parse_file(&text, false).remove(0).unwrap())
+    }
+
+    fn served(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Upsert(o) => format!("upsert {}", o.spec_json()["selector"]["istio"]),
+                Change::Delete(id) => format!("delete {id}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kubernetes_wins_over_the_directory_and_the_file_comes_back() {
+        let mut m = Merged::default();
+        let (file, kube) = (gateway("from-file"), gateway("from-kube"));
+        let id = file.id.clone();
+        assert_eq!(
+            served(&m.apply(SourceId::Dir, vec![Change::Upsert(file.clone())])),
+            ["upsert \"from-file\""]
+        );
+        assert_eq!(
+            served(&m.apply(SourceId::Kubernetes, vec![Change::Upsert(kube)])),
+            ["upsert \"from-kube\""]
+        );
+        // The file changes while shadowed: nothing to serve.
+        assert!(
+            m.apply(SourceId::Dir, vec![Change::Upsert(gateway("edited"))])
+                .is_empty()
+        );
+        // Kubernetes deletes it: the file's copy is served again.
+        assert_eq!(
+            served(&m.apply(SourceId::Kubernetes, vec![Change::Delete(id.clone())])),
+            ["upsert \"edited\""]
+        );
+        assert_eq!(
+            served(&m.apply(SourceId::Dir, vec![Change::Delete(id)])),
+            ["delete Gateway default/gw"]
+        );
+        assert!(m.objects.is_empty());
+    }
     use notify::event::{
         AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind,
         RenameMode,
