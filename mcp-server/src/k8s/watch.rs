@@ -186,6 +186,12 @@ impl Source {
         }
         self.sink
             .publish(SourceId::Kubernetes, changes, self.store.errors(), synced);
+        // Statuses translated before the sync completed were not written (a target may not
+        // have been listed yet): check them all once now.
+        if synced && !was_synced {
+            self.reconcile_all();
+            return;
+        }
         // Objects that do not load have no status from the translation: their Invalid
         // condition comes from here.
         for id in touched_htnn {
