@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::cli::{KubeArgs, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::k8s;
-use crate::k8s::lease::{Leadership, LeaseConfig};
+use crate::k8s::lease::Leadership;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::model::{Object, ObjectRef};
 use crate::publish;
@@ -145,8 +145,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut lease = None;
     if kube.enabled() {
-        let client = kube_client(&kube).await?;
-        let cfg = lease_config(&kube);
+        let client = k8s::client(&kube).await?;
+        let cfg = k8s::lease_config(&kube);
         let (tx, mut rx) = watch::channel(Leadership {
             identity: cfg.identity.clone(),
             lease: format!("{}/{}", cfg.namespace, cfg.name),
@@ -204,41 +204,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         r = webhook => r.context("admission webhook")?,
     }
     Ok(())
-}
-
-async fn kube_client(args: &KubeArgs) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("--kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer().await.context(
-            "--kubernetes: no in-cluster config, $KUBECONFIG or ~/.kube/config (give --kubeconfig)",
-        )?,
-    };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
-}
-
-fn lease_config(args: &KubeArgs) -> LeaseConfig {
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("POD_NAME").ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("htnn-{}", std::process::id()));
-    LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| "istio-system".into()),
-        identity,
-        duration: args.lease_duration,
-    }
 }
 
 /// What is served, from the sources' objects: the incremental translator and the encoder.
