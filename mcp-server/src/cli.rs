@@ -47,7 +47,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HTNN_XDS_ADDR", default_value = "127.0.0.1:15051")]
     pub xds_addr: SocketAddr,
 
-    /// Address of the admin HTTP server: /healthz, /readyz, /metrics, /debug/snapshot,
+    /// Address of the admin HTTP server: /healthz, /readyz, /metrics, /debug/snapshot, /debug/status,
     /// /debug/connections.
     #[arg(long, env = "HTNN_ADMIN_ADDR", default_value = "127.0.0.1:15052")]
     pub admin_addr: SocketAddr,
@@ -118,7 +118,7 @@ pub struct KubeArgs {
     #[arg(long, env = "HTNN_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 
-    /// This replica's name in the Lease (default: $POD_NAME, else $HOSTNAME, else a random one).
+    /// This replica's name in the Lease (default: $POD_NAME, else $HOSTNAME, else htnn-<pid>).
     #[arg(long, env = "HTNN_IDENTITY")]
     pub identity: Option<String>,
 
