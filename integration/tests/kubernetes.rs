@@ -519,14 +519,15 @@ async fn the_other_replica_writes_statuses_when_the_leader_dies() {
 }
 
 /// With no istio CRDs installed, htnn is ready (the absent kinds count as empty); once they
-/// are installed, their objects are served without a restart.
+/// are installed, their objects are served without a restart. With `--namespace default`,
+/// objects of other namespaces are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_whose_crd_appears_later_are_picked_up() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::start_with(EnvOptions {
         kubernetes: Some(KubeMode {
             without_istio_crds: true,
-            ..kube_mode(&[])
+            ..kube_mode(&["--namespace", "default"])
         }),
         ..EnvOptions::default()
     })
@@ -540,9 +541,16 @@ async fn kinds_whose_crd_appears_later_are_picked_up() {
         )
         .await
         .unwrap();
+    let routes = std::fs::read_to_string(examples_config_dir().join("20-routes.yaml")).unwrap();
+    let elsewhere = routes.replace("namespace: default", "namespace: elsewhere");
+    assert_ne!(routes, elsewhere, "20-routes.yaml changed shape");
+    kubectl
+        .run_ok(&["create", "namespace", "elsewhere"])
+        .await
+        .unwrap();
     let t = Instant::now();
     kubectl
-        .apply_file(&examples_config_dir().join("20-routes.yaml"))
+        .apply_stdin(&format!("{routes}\n---\n{elsewhere}"))
         .await
         .unwrap();
     let key = htnn_integration::corpus::ObjectKey::new("VirtualService", "default", "api");
@@ -567,5 +575,13 @@ async fn kinds_whose_crd_appears_later_are_picked_up() {
     println!(
         "VirtualService applied after its CRD appeared reached istiod after {:?}",
         t.elapsed()
+    );
+    // Applied together with it: had it been watched, it would be there by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let configz = env.istiod.configz().await.unwrap();
+    let other = htnn_integration::corpus::ObjectKey::new("VirtualService", "elsewhere", "api");
+    assert!(
+        !configz.contains_key(&other),
+        "--namespace default served {other}"
     );
 }
