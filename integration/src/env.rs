@@ -359,6 +359,8 @@ pub struct KubeMode {
     pub htnn_args: Vec<String>,
     /// Install only our CRDs, not istio's (to test kinds whose CRD appears later).
     pub without_istio_crds: bool,
+    /// YAML applied with `kubectl` after the CRDs, before `htnn serve` starts.
+    pub before_start: Vec<String>,
 }
 
 /// Everything one test needs: a temporary directory holding the config directory served by
@@ -447,6 +449,9 @@ impl TestEnv {
                 }
                 kube.install_crds(&kubectl, &crate::repo_root().join("deploy/crds.yaml"))
                     .await?;
+                for yaml in &mode.before_start {
+                    kubectl.apply_stdin(yaml).await?;
+                }
                 if options.seed_dir.is_some() {
                     kubectl.apply_file(&config_dir).await?;
                 }

@@ -518,15 +518,31 @@ async fn the_other_replica_writes_statuses_when_the_leader_dies() {
     assert_eq!(b["leading"], true, "{b}");
 }
 
-/// With no istio CRDs installed, htnn is ready (the absent kinds count as empty); once they
-/// are installed, their objects are served without a restart. With `--namespace default`,
-/// objects of other namespaces are not.
+/// A WasmPlugin CRD that serves only a version istiod does not read.
+const WASMPLUGIN_V9_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: wasmplugins.extensions.istio.io}
+spec:
+  group: extensions.istio.io
+  names: {kind: WasmPlugin, plural: wasmplugins, singular: wasmplugin, listKind: WasmPluginList}
+  scope: Namespaced
+  versions:
+  - name: v9
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+";
+
+/// With no istio CRDs installed, htnn is ready (the absent kinds count as empty; so does a
+/// kind whose CRD lacks the version istiod reads); once they are installed, their objects are
+/// served without a restart. With `--namespace default`, objects of other namespaces are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_whose_crd_appears_later_are_picked_up() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::start_with(EnvOptions {
         kubernetes: Some(KubeMode {
             without_istio_crds: true,
+            before_start: vec![WASMPLUGIN_V9_CRD.into()],
             ..kube_mode(&["--namespace", "default"])
         }),
         ..EnvOptions::default()
@@ -534,6 +550,16 @@ async fn kinds_whose_crd_appears_later_are_picked_up() {
     .await
     .unwrap_or_else(|e| panic!("starting the environment: {e:#}"));
     let kubectl = env.kubectl().clone();
+    // Ready (or start_with would have failed), and it says why WasmPlugins are not served.
+    let log = std::fs::read_to_string(env.htnn().log_path()).unwrap();
+    assert!(
+        log.contains("does not serve the version istiod reads"),
+        "{log}"
+    );
+    kubectl
+        .run_ok(&["delete", "crd", "wasmplugins.extensions.istio.io"])
+        .await
+        .unwrap();
     env.kube
         .install_crds(
             &kubectl,

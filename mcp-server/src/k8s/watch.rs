@@ -2,8 +2,9 @@
 //! [`Store`] and from there, batched, into the translation; plus the status writer, driven
 //! by the lease.
 //!
-//! A kind is watched only while its CRD exists (a watch of a missing resource would retry its
-//! list forever and never finish the initial sync). Watches retry with backoff on their own;
+//! A kind is watched only while its CRD exists, is established and serves the version we
+//! read (a watch of a resource that is not served would retry its list forever and never
+//! finish the initial sync); otherwise it counts as empty. Watches retry with backoff on their own;
 //! their errors are logged and never end the source.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
@@ -46,7 +46,7 @@ pub struct Options {
 }
 
 enum Input {
-    Crd(Event<PartialObjectMeta<CustomResourceDefinition>>),
+    Crd(Event<CustomResourceDefinition>),
     Kind {
         kind: usize,
         epoch: u64,
@@ -101,7 +101,9 @@ pub async fn run(
         leading: leadership.subscribe(),
         sink,
     };
-    let crds: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
+    // Whole CRDs, not only their metadata: whether a kind can be watched depends on the
+    // versions it serves and on it being established.
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
     let crd_inputs = inputs;
     tokio::spawn(async move {
         let mut stream =
@@ -207,17 +209,16 @@ impl Source {
 
     fn crd_event(
         &mut self,
-        event: Event<PartialObjectMeta<CustomResourceDefinition>>,
+        event: Event<CustomResourceDefinition>,
         changes: &mut Vec<htnn_translators::Change>,
     ) {
-        let name = |m: &PartialObjectMeta<CustomResourceDefinition>| {
-            m.metadata.name.clone().unwrap_or_default()
-        };
         match event {
             Event::Init => self.crd_listing = Some(BTreeSet::new()),
-            Event::InitApply(m) => {
-                if let Some(l) = &mut self.crd_listing {
-                    l.insert(name(&m));
+            Event::InitApply(crd) => {
+                if let Some(kind) = self.servable(&crd)
+                    && let Some(l) = &mut self.crd_listing
+                {
+                    l.insert(self.store.kinds()[kind].crd_name());
                 }
             }
             Event::InitDone => {
@@ -231,16 +232,52 @@ impl Source {
                 }
                 self.store.crds_listed(&present, changes);
             }
-            Event::Apply(m) => {
-                if let Some(kind) = self.kind_of_crd(&name(&m)) {
-                    self.start(kind);
+            Event::Apply(crd) => {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                match (self.kind_of_crd(&name), self.servable(&crd)) {
+                    (_, Some(kind)) => self.start(kind),
+                    // No longer (or not yet) serving the version we read.
+                    (Some(kind), None) => self.stop(kind, changes),
+                    (None, None) => {}
                 }
             }
-            Event::Delete(m) => {
-                if let Some(kind) = self.kind_of_crd(&name(&m)) {
-                    info!(crd = %name(&m), "CRD deleted; its objects are no longer served");
+            Event::Delete(crd) => {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                if let Some(kind) = self.kind_of_crd(&name) {
+                    info!(crd = %name, "CRD deleted; its objects are no longer served");
                     self.stop(kind, changes);
                 }
+            }
+        }
+    }
+
+    /// The kind a CRD defines, if it is one we read and the CRD serves the version we watch
+    /// and is established (its objects can be listed). A CRD that is established but lacks
+    /// the version is reported: its objects cannot be served.
+    fn servable(&self, crd: &CustomResourceDefinition) -> Option<usize> {
+        let name = crd.metadata.name.as_deref()?;
+        let kind = self.kind_of_crd(name)?;
+        let version = self.store.kinds()[kind].version;
+        let established = crd.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        let served = crd
+            .spec
+            .versions
+            .iter()
+            .any(|v| v.name == version && v.served);
+        match (established, served) {
+            (true, true) => Some(kind),
+            (true, false) => {
+                warn!(crd = %name, version, "the CRD does not serve the version istiod reads; its objects are not served");
+                None
+            }
+            (false, _) => {
+                debug!(crd = %name, "CRD not established yet");
+                None
             }
         }
     }
