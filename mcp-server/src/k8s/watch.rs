@@ -45,8 +45,10 @@ pub struct Options {
     pub lease: LeaseConfig,
 }
 
+// Object events are the common case and carry the object itself; CRDs (rare, large) are boxed.
+#[allow(clippy::large_enum_variant)]
 enum Input {
-    Crd(Event<CustomResourceDefinition>),
+    Crd(Box<Event<CustomResourceDefinition>>),
     Kind {
         kind: usize,
         epoch: u64,
@@ -111,7 +113,7 @@ pub async fn run(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(e) => {
-                    if crd_inputs.send(Input::Crd(e)).await.is_err() {
+                    if crd_inputs.send(Input::Crd(Box::new(e))).await.is_err() {
                         return;
                     }
                 }
@@ -151,7 +153,7 @@ impl Source {
         let was_synced = self.store.synced();
         for input in batch {
             match input {
-                Input::Crd(event) => self.crd_event(event, &mut changes),
+                Input::Crd(event) => self.crd_event(*event, &mut changes),
                 Input::Kind { kind, epoch, event } => {
                     if self.running[kind].as_ref().map(|r| r.epoch) != Some(epoch) {
                         continue;
