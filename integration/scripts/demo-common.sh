@@ -75,7 +75,7 @@ start_cluster() {
   cat >"$run/kubeconfig" <<KUBECONFIG
 apiVersion: v1
 kind: Config
-clusters: [{name: local, cluster: {server: "https://127.0.0.1:26443", insecure-skip-tls-verify: true}}]
+clusters: [{name: local, cluster: {server: "https://127.0.0.1:26443", certificate-authority: "$run/certs/apiserver.crt"}}]
 users: [{name: admin, user: {token: htnn-demo-token}}]
 contexts: [{name: local, context: {cluster: local, user: admin}}]
 current-context: local

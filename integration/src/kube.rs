@@ -198,7 +198,10 @@ impl Kube {
         let ready_after = start.elapsed();
 
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(addr))
+        // The apiserver's self-signed serving certificate, with the CA that signed it: clients
+        // verify the server as they would on a real cluster.
+        let ca = dir.join("certs").join("apiserver.crt");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(addr, &ca))
             .context("writing kubeconfig")
             .map_err(other)?;
         Ok(Self {
@@ -309,7 +312,7 @@ impl Kube {
         }
     }
 
-    /// A kubeconfig for this cluster (bearer [`TOKEN`], server certificate not verified).
+    /// A kubeconfig for this cluster (bearer [`TOKEN`], the server verified against its own CA).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
@@ -523,10 +526,11 @@ fn go_module_dir(path: &str, version: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn kubeconfig_yaml(addr: SocketAddr) -> String {
+fn kubeconfig_yaml(addr: SocketAddr, ca: &Path) -> String {
+    let ca = ca.display();
     format!(
         "apiVersion: v1\nkind: Config\n\
-         clusters:\n- name: htnn-test\n  cluster:\n    server: https://{addr}\n    insecure-skip-tls-verify: true\n\
+         clusters:\n- name: htnn-test\n  cluster:\n    server: https://{addr}\n    certificate-authority: {ca}\n\
          contexts:\n- name: htnn-test\n  context:\n    cluster: htnn-test\n    user: admin\n\
          current-context: htnn-test\n\
          users:\n- name: admin\n  user:\n    token: {TOKEN}\n"
@@ -601,7 +605,7 @@ mod tests {
 
     #[test]
     fn kubeconfig_names_server_and_token() {
-        let text = kubeconfig_yaml(loopback(6443));
+        let text = kubeconfig_yaml(loopback(6443), Path::new("/tmp/ca.crt"));
         let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(
             doc.pointer("/clusters/0/cluster/server"),
@@ -612,6 +616,10 @@ mod tests {
             Some(&serde_json::json!(TOKEN))
         );
         assert_eq!(doc["current-context"], "htnn-test");
+        assert_eq!(
+            doc.pointer("/clusters/0/cluster/certificate-authority"),
+            Some(&serde_json::json!("/tmp/ca.crt"))
+        );
     }
 
     #[test]
