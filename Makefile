@@ -11,6 +11,9 @@ ISTIO_MODULE_VERSION ?= v0.0.0-20260423205519-b01690e6db7d
 KUBE_VERSION         ?= v1.37.2
 ETCD_VERSION         ?= v3.6.16
 
+# A Nacos-compatible server from crates.io, for the Nacos registry tests (8–11 min to build once).
+RNACOS_VERSION       ?= 0.8.8
+
 # Heavy builds are cached outside the clone, one directory per tool and version, so a fresh
 # clone reuses them. A `.cache/` directory in the clone, when present, is used instead.
 CACHE      ?= $(if $(wildcard $(CURDIR)/.cache),$(CURDIR)/.cache,$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/htnn)
@@ -19,6 +22,7 @@ ENVOY      := $(VENV)/bin/envoy
 ISTIOD_DIR := $(CACHE)/istiod-$(ISTIO_MODULE_VERSION)
 ISTIOD     := $(ISTIOD_DIR)/bin/pilot-discovery
 KUBE_DIR   := $(CACHE)/kube-$(KUBE_VERSION)-etcd-$(ETCD_VERSION)
+RNACOS_DIR := $(CACHE)/rnacos-$(RNACOS_VERSION)
 CARGO      ?= cargo
 
 export HTNN_BIN        := $(CURDIR)/target/debug/htnn
@@ -27,10 +31,11 @@ export ENVOY_BIN       := $(ENVOY)
 export HTNN_MODULE_DIR := $(CURDIR)/target/debug
 export HTNN_KUBE_APISERVER_BIN := $(KUBE_DIR)/bin/kube-apiserver
 export HTNN_ETCD_BIN   := $(KUBE_DIR)/bin/etcd
+export HTNN_RNACOS_BIN := $(RNACOS_DIR)/bin/rnacos
 export HTNN_KUBECTL_BIN := $(KUBE_DIR)/bin/kubectl
 export HTNN_ISTIO_MODULE_VERSION := $(ISTIO_MODULE_VERSION)
 
-.PHONY: all build envoy istiod kube test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions bench-kubernetes lint fmt demo demo-k8s clean-cache
+.PHONY: all build envoy istiod kube rnacos test unit e2e-istiod e2e-dataplane bench-dataplane bench-control bench-control-instructions bench-kubernetes lint fmt demo demo-k8s clean-cache
 
 all: build
 
@@ -53,8 +58,12 @@ $(ISTIOD):
 kube:
 	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) CACHE_DIR=$(KUBE_DIR) integration/scripts/build-kube.sh
 
+## rnacos (a Nacos-compatible server) installed from crates.io, cached under $(CACHE).
+rnacos:
+	RNACOS_VERSION=$(RNACOS_VERSION) CACHE_DIR=$(RNACOS_DIR) integration/scripts/build-rnacos.sh
+
 ## Everything: unit tests, golden tests, real istiod and real Envoy tests.
-test: envoy istiod kube build
+test: envoy istiod kube rnacos build
 	$(CARGO) test --workspace
 
 ## htnn serve + istiod + Envoy with libhtnn.so on examples/config, and curl commands that
@@ -117,4 +126,4 @@ fmt:
 	$(CARGO) fmt --all
 
 clean-cache:
-	rm -rf $(VENV) $(ISTIOD_DIR) $(KUBE_DIR)
+	rm -rf $(VENV) $(ISTIOD_DIR) $(KUBE_DIR) $(RNACOS_DIR)

@@ -13,6 +13,7 @@ mod catalogue;
 mod config;
 mod error;
 mod host;
+pub mod nacos_v1;
 mod registry;
 mod runner;
 pub mod service_entry;
