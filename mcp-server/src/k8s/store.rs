@@ -97,7 +97,6 @@ pub type Condition = Value;
 struct Entry {
     /// Last state that loaded; kept while a later version does not.
     good: Option<Arc<Object>>,
-    error: Option<LoadError>,
     /// `Accepted` condition on the server (None: none, or unknown after a failed write).
     condition: Option<Condition>,
     generation: i64,
@@ -117,6 +116,9 @@ pub struct Store {
     states: Vec<KindState>,
     /// Set once the CRD list completed: before it, no kind can be known to be absent.
     crds_listed: bool,
+    /// Objects whose current version does not load, kept apart from the entries because the
+    /// complete list is handed over after every batch: it must not cost a scan of every object.
+    errors: BTreeMap<ObjectRef, LoadError>,
 }
 
 impl Store {
@@ -133,6 +135,7 @@ impl Store {
             kinds,
             states,
             crds_listed: false,
+            errors: BTreeMap::new(),
         }
     }
 
@@ -174,6 +177,7 @@ impl Store {
         s.sync = Sync::Absent;
         s.listing = None;
         for (id, entry) in std::mem::take(&mut s.objects) {
+            self.errors.remove(&id);
             if entry.good.is_some() {
                 out.push(Change::Delete(id));
             }
@@ -202,6 +206,7 @@ impl Store {
             .cloned()
             .collect();
         for id in gone {
+            self.errors.remove(&id);
             if s.objects.remove(&id).is_some_and(|e| e.good.is_some()) {
                 out.push(Change::Delete(id));
             }
@@ -231,7 +236,7 @@ impl Store {
         entry.generation = generation;
         match loaded {
             Ok(obj) => {
-                entry.error = None;
+                self.errors.remove(&id);
                 if entry.good.as_deref() != Some(&obj) {
                     let obj = Arc::new(obj);
                     entry.good = Some(obj.clone());
@@ -239,12 +244,13 @@ impl Store {
                 }
             }
             Err(e) => {
-                entry.error = Some(LoadError {
+                let error = LoadError {
                     file: "kubernetes".into(),
                     document: None,
                     object: Some(id.to_string()),
                     reason: e.reason,
-                });
+                };
+                self.errors.insert(id, error);
             }
         }
     }
@@ -258,6 +264,7 @@ impl Store {
         if let Some(listing) = &mut s.listing {
             listing.remove(&id);
         }
+        self.errors.remove(&id);
         if s.objects.remove(&id).is_some_and(|e| e.good.is_some()) {
             out.push(Change::Delete(id));
         }
@@ -281,11 +288,7 @@ impl Store {
 
     /// Objects that do not load (their last good state, if any, keeps serving).
     pub fn errors(&self) -> Vec<LoadError> {
-        self.states
-            .iter()
-            .flat_map(|s| s.objects.values())
-            .filter_map(|e| e.error.clone())
-            .collect()
+        self.errors.values().cloned().collect()
     }
 
     /// Every HTNN object on the server: which kind, its generation, its load error (if it
@@ -296,14 +299,8 @@ impl Store {
             .zip(&self.states)
             .enumerate()
             .filter(|(_, (k, _))| k.is_htnn())
-            .flat_map(|(kind, (_, s))| {
-                s.objects.iter().map(move |(id, e)| HtnnObject {
-                    kind,
-                    id,
-                    generation: e.generation,
-                    load_error: e.error.as_ref().map(|e| e.reason.as_str()),
-                    condition: e.condition.as_ref(),
-                })
+            .flat_map(move |(kind, (_, s))| {
+                s.objects.iter().map(move |(id, e)| self.view(kind, id, e))
             })
     }
 
@@ -314,13 +311,17 @@ impl Store {
             .iter()
             .position(|k| k.is_htnn() && k.group == id.group.as_str() && k.kind == id.kind)?;
         let (id, e) = self.states[kind].objects.get_key_value(id)?;
-        Some(HtnnObject {
+        Some(self.view(kind, id, e))
+    }
+
+    fn view<'a>(&'a self, kind: usize, id: &'a ObjectRef, e: &'a Entry) -> HtnnObject<'a> {
+        HtnnObject {
             kind,
             id,
             generation: e.generation,
-            load_error: e.error.as_ref().map(|e| e.reason.as_str()),
+            load_error: self.errors.get(id).map(|e| e.reason.as_str()),
             condition: e.condition.as_ref(),
-        })
+        }
     }
 
     /// Records the condition just written (or, with `None`, that it is unknown because the
@@ -474,6 +475,16 @@ mod tests {
         assert!(s.errors().is_empty());
         s.delete(vs, &super::tests::vs("a", "a"), &mut out);
         assert_eq!(names(&out), ["-a"]);
+        // An object that goes away takes its error with it: deleted, or its kind gone.
+        let mut bad = super::tests::vs("b", "b");
+        bad["spec"]["hostss"] = json!([]);
+        s.apply(vs, bad.clone(), &mut out);
+        assert_eq!(s.errors().len(), 1);
+        s.delete(vs, &bad, &mut out);
+        assert!(s.errors().is_empty());
+        s.apply(vs, bad, &mut out);
+        s.set_absent(vs, &mut out);
+        assert!(s.errors().is_empty());
     }
 
     #[test]

@@ -158,23 +158,23 @@ impl Source {
                     if self.running[kind].as_ref().map(|r| r.epoch) != Some(epoch) {
                         continue;
                     }
-                    let k = self.store.kinds()[kind].clone();
-                    let htnn = k.is_htnn();
+                    let k = &self.store.kinds()[kind];
+                    let (name, htnn) = (k.kind, k.is_htnn());
                     match event {
                         Event::Init => self.store.init(kind),
                         Event::InitDone => {
                             self.store.init_done(kind, &mut changes);
-                            debug!(kind = k.kind, "initial list done");
+                            debug!(kind = name, "initial list done");
                         }
                         Event::InitApply(o) | Event::Apply(o) => {
-                            let json = to_json(&k, o);
+                            let json = to_json(&self.store.kinds()[kind], o);
                             if htnn && let Some(id) = self.store.id_of(kind, &json) {
                                 touched_htnn.push(id);
                             }
                             self.store.apply(kind, json, &mut changes);
                         }
                         Event::Delete(o) => {
-                            let json = to_json(&k, o);
+                            let json = to_json(&self.store.kinds()[kind], o);
                             self.store.delete(kind, &json, &mut changes);
                         }
                     }
