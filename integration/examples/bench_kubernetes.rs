@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use htnn_integration::env::KubeMode;
-use htnn_integration::gateway::{DEMO_HOST, Echoed, GatewayEnv};
+use htnn_integration::gateway::{DEMO_HOST, Echoed, GatewayEnv, public_hello};
 use htnn_integration::{percentile, poll_until};
 
 fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
@@ -20,19 +20,6 @@ fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
         Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
         Err(_) => Ok(default),
     }
-}
-
-fn public_hello(header: &str) -> String {
-    format!(
-        "apiVersion: htnn.mosn.io/v1
-kind: FilterPolicy
-metadata: {{name: public-hello, namespace: default}}
-spec:
-  targetRef: {{group: networking.istio.io, kind: VirtualService, name: api, sectionName: public}}
-  filters:
-    demo: {{config: {{hostName: {header}}}}}
-"
-    )
 }
 
 fn virtual_services(n: usize, backend_port: u16) -> String {

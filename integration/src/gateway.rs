@@ -38,6 +38,21 @@ const LOG_TAIL_BYTES: u64 = 12_000;
 
 /// The host of the VirtualService `api` in `examples/config`.
 pub const DEMO_HOST: &str = "api.demo.local";
+/// The FilterPolicy `public-hello` of `examples/config` (demo on the route `public` of
+/// VirtualService `api`), with its demo header named `header`.
+pub fn public_hello(header: &str) -> String {
+    format!(
+        "apiVersion: htnn.mosn.io/v1
+kind: FilterPolicy
+metadata: {{name: public-hello, namespace: default}}
+spec:
+  targetRef: {{group: networking.istio.io, kind: VirtualService, name: api, sectionName: public}}
+  filters:
+    demo: {{config: {{hostName: {header}}}}}
+"
+    )
+}
+
 /// The header a no-key probe client sets so the backend can count what got through.
 pub const PROBE_HEADER: &str = "x-probe";
 

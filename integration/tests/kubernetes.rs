@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use htnn_integration::certs::SelfSigned;
 use htnn_integration::env::{EnvOptions, KubeMode, TestEnv};
-use htnn_integration::gateway::{DEMO_HOST, Echoed, GatewayEnv, examples_config_dir};
+use htnn_integration::gateway::{DEMO_HOST, Echoed, GatewayEnv, examples_config_dir, public_hello};
 use htnn_integration::kubectl::Kubectl;
 use htnn_integration::{free_ports, loopback, poll_until, race};
 
@@ -77,20 +77,6 @@ async fn wait_reason(
 
 fn policies() -> String {
     std::fs::read_to_string(examples_config_dir().join("30-policies.yaml")).unwrap()
-}
-
-/// `public-hello` with its demo header renamed.
-fn public_hello(header: &str) -> String {
-    format!(
-        "apiVersion: htnn.mosn.io/v1
-kind: FilterPolicy
-metadata: {{name: public-hello, namespace: default}}
-spec:
-  targetRef: {{group: networking.istio.io, kind: VirtualService, name: api, sectionName: public}}
-  filters:
-    demo: {{config: {{hostName: {header}}}}}
-"
-    )
 }
 
 /// `orders-auth` with consumerRestriction's `denyIfNoConsumer: maybe` (not a bool).
